@@ -1,0 +1,132 @@
+"""Turns the `opt` section of a config into an optax transformation.
+
+One registry maps an optimizer name to a builder; this package's algorithms are registered at the
+bottom of this file (their own modules stay plain optax and know nothing of configs), and users may
+`register` their own. Every experiment (and experiments.memory) accepts every optimizer by name:
+`--config.opt.name=adamw`. The factory adds what all optimizers share: the warmup + cosine
+learning-rate schedule and global-norm clipping.
+"""
+
+import logging
+import math
+from collections.abc import Callable
+
+import ml_collections
+import optax
+
+from bigmodel_jax.optim.weight_decay import decay_mask
+
+OptimizerBuilder = Callable[[ml_collections.ConfigDict, optax.Schedule], optax.GradientTransformation]
+
+_REGISTRY: dict[str, OptimizerBuilder] = {}
+
+
+def register(name: str) -> Callable[[OptimizerBuilder], OptimizerBuilder]:
+  """Decorator that registers an optimizer builder under `name`.
+
+  Args:
+    name: the value of `opt.name` that selects this optimizer.
+
+  Returns:
+    The decorator; the builder takes (opt_config, learning_rate_schedule).
+  """
+
+  def decorator(builder: OptimizerBuilder) -> OptimizerBuilder:
+    if name in _REGISTRY:
+      raise ValueError(f"optimizer {name!r} is registered twice")
+    _REGISTRY[name] = builder
+    return builder
+
+  return decorator
+
+
+def available_optimizers() -> list[str]:
+  """Returns the sorted names accepted by `opt.name`."""
+  return sorted(_REGISTRY)
+
+
+def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """Linear warmup to `opt.lr`, then cosine decay to `opt.lr * opt.min_lr_ratio`.
+
+  Args:
+    opt: the optimizer config (`lr`, `warmup_steps`, `schedule`, `min_lr_ratio`).
+    total_steps: number of optimizer steps of the run.
+
+  Returns:
+    An optax schedule.
+  """
+  if opt.schedule == "constant":
+    return optax.constant_schedule(opt.lr)
+  if opt.schedule != "cosine":
+    raise ValueError(f"opt.schedule must be 'cosine' or 'constant', got {opt.schedule!r}")
+  if opt.warmup_steps >= total_steps:
+    raise ValueError(
+        f"opt.warmup_steps ({opt.warmup_steps}) must be smaller than train.steps ({total_steps})"
+    )
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=opt.lr,
+      warmup_steps=opt.warmup_steps,
+      decay_steps=total_steps,
+      end_value=opt.lr * opt.min_lr_ratio,
+  )
+
+
+def make_optimizer(
+    opt: ml_collections.ConfigDict, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Builds the optimizer named by `opt.name`, with schedule and clipping.
+
+  Args:
+    opt: the `opt` section of an experiment config.
+    total_steps: number of optimizer steps (for the schedule).
+
+  Returns:
+    (transformation, learning-rate schedule).
+
+  Raises:
+    ValueError: naming `opt.name` when the optimizer is unknown.
+  """
+  names = available_optimizers()
+  if opt.name not in _REGISTRY:
+    raise ValueError(f"opt.name={opt.name!r} is not a known optimizer; choose one of {names}")
+  schedule = make_schedule(opt, total_steps)
+  transform = _REGISTRY[opt.name](opt, schedule)
+  if opt.max_grad_norm and opt.max_grad_norm > 0:
+    transform = optax.chain(optax.clip_by_global_norm(opt.max_grad_norm), transform)
+  return transform, schedule
+
+
+def _warn_outside_convergence_region(opt: ml_collections.ConfigDict) -> None:
+  # Zhang et al., NeurIPS 2022: Adam converges for b1 < sqrt(b2); warn outside that region.
+  if opt.b1 >= math.sqrt(opt.b2):
+    logging.warning(
+        "opt.b1=%s >= sqrt(opt.b2)=%.4f: outside the region where Adam provably converges "
+        "(Zhang et al. 2022)", opt.b1, math.sqrt(opt.b2))
+
+
+@register("adamw")
+def _adamw(opt, lr):
+  _warn_outside_convergence_region(opt)
+  return optax.adamw(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                     mask=decay_mask)
+
+
+@register("sgd")
+def _sgd(opt, lr):
+  return optax.chain(
+      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+      optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov),
+  )
+
+
+@register("adafactor")
+def _adafactor(opt, lr):
+  return optax.adafactor(lr, weight_decay_rate=opt.weight_decay or None,
+                         weight_decay_mask=decay_mask)
+
+
+@register("lion")
+def _lion(opt, lr):
+  return optax.lion(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=decay_mask)
+

@@ -1,0 +1,82 @@
+"""Turns the sections of an experiment config into the library's objects.
+
+This is the one place where ml_collections configs meet the config-free library below train/:
+`model` -> TransformerConfig, `mesh` + `sharding_rules` -> Mesh and rules, `data` -> tokenizer and
+iterators. Every error names the config key at fault.
+"""
+
+import dataclasses
+import os
+
+import ml_collections
+
+from bigmodel_jax.models import TransformerConfig
+from bigmodel_jax.train import sharding
+
+TRANSFORMER_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
+
+
+def model_config(model: ml_collections.ConfigDict, tokenizer_vocab_size: int | None
+                 ) -> TransformerConfig:
+  """The TransformerConfig of the `model` section.
+
+  `model.vocab_size = 0` takes the tokenizer's vocabulary size; a positive value must be at least
+  that (larger is allowed, e.g. GPT-2's 50257 rows with a byte tokenizer).
+
+  Args:
+    model: the `model` config section.
+    tokenizer_vocab_size: the tokenizer's vocabulary size, or None when no data is involved.
+
+  Returns:
+    A validated TransformerConfig.
+  """
+  fields = dict(model)
+  unknown = set(fields) - TRANSFORMER_FIELDS
+  if unknown:
+    raise ValueError(f"unknown model config keys {sorted('model.' + k for k in unknown)}")
+  if not fields.get("vocab_size"):
+    if tokenizer_vocab_size is None:
+      raise ValueError("model.vocab_size must be set when no tokenizer is given")
+    fields["vocab_size"] = tokenizer_vocab_size
+  elif tokenizer_vocab_size is not None and fields["vocab_size"] < tokenizer_vocab_size:
+    raise ValueError(f"model.vocab_size ({fields['vocab_size']}) is smaller than the tokenizer's "
+                     f"vocabulary ({tokenizer_vocab_size})")
+  if fields.get("rope_scaling") is not None:
+    fields["rope_scaling"] = _rope_scaling(fields["rope_scaling"])
+  try:
+    return TransformerConfig(**fields)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"invalid model config: {e}") from e
+
+
+def _rope_scaling(value):
+  from bigmodel_jax.models.config import RopeScaling  # the models' own hashable record
+  if isinstance(value, RopeScaling):
+    return value
+  return RopeScaling(**dict(value))
+
+
+def mesh_and_rules(config: ml_collections.ConfigDict):
+  """The device mesh of `config.mesh` and the logical rules of `config.sharding_rules`."""
+  try:
+    mesh = sharding.make_mesh(dict(config.mesh))
+  except ValueError as e:
+    raise ValueError(f"mesh: {e}") from e
+  rules = tuple((name, tuple(axes) if isinstance(axes, list | tuple) else axes)
+                for name, axes in config.sharding_rules)
+  return mesh, rules
+
+
+def check_batch_divisibility(global_batch_size: int, grad_accum_steps: int, mesh) -> None:
+  """Raises naming `train.global_batch_size` if the batch does not split over the mesh."""
+  ways = sharding.data_parallel_size(mesh) * grad_accum_steps
+  if global_batch_size % ways:
+    raise ValueError(
+        f"train.global_batch_size ({global_batch_size}) must be divisible by the data-parallel "
+        f"devices x train.grad_accum_steps ({sharding.data_parallel_size(mesh)} x "
+        f"{grad_accum_steps} = {ways})")
+
+
+def data_dir(data: ml_collections.ConfigDict) -> str:
+  """Where TFDS datasets and tokenizer models are built and cached."""
+  return os.path.expanduser(data.data_dir or "~/tensorflow_datasets")

@@ -1,0 +1,161 @@
+"""`train_and_evaluate`: the pre-training loop.
+
+config -> mesh, data, model, optimizer -> (resumed or fresh) sharded state -> jitted step ->
+metrics, evaluations, checkpoints -> summary.json and a loss-curve PNG in the workdir.
+"""
+
+import json
+import math
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec
+
+from bigmodel_jax.optim.factory import make_optimizer
+from bigmodel_jax.train import builders, checkpointing, flops, metrics, plots, sharding
+from bigmodel_jax.train.state import abstract_train_state, init_train_state
+from bigmodel_jax.train.step import make_eval_step, make_train_step
+
+
+def _global_batch(batch: dict[str, np.ndarray], batch_sharding: NamedSharding):
+  return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
+
+
+def evaluate(eval_step, params, batches, batch_sharding) -> tuple[float, int]:
+  """Mean validation loss in nats per token over `batches`.
+
+  Args:
+    eval_step: jitted (params, batch) -> (loss_sum, weight_sum).
+    params: the parameters.
+    batches: an iterable of host batches.
+    batch_sharding: sharding of a global batch.
+
+  Returns:
+    (loss in nats/token, number of tokens).
+  """
+  loss_sum, weight_sum = 0.0, 0.0
+  for batch in batches:
+    batch_loss, batch_weight = eval_step(params, _global_batch(batch, batch_sharding))
+    loss_sum += float(batch_loss)
+    weight_sum += float(batch_weight)
+  if weight_sum == 0:
+    raise ValueError("the validation split produced no tokens; check data.name / data.text_globs")
+  return loss_sum / weight_sum, int(weight_sum)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains, evaluates and checkpoints the model of `config`; resumes from `workdir` if possible.
+
+  Args:
+    config: the experiment config (see configs/pretrain.py for every key).
+    workdir: the run directory; receives config.json, metrics.jsonl, tensorboard/, checkpoints/,
+      summary.json and loss.png.
+
+  Returns:
+    The summary dict that is also written to summary.json.
+  """
+  start_time = time.time()
+  is_lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_lead:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  mesh, rules = builders.mesh_and_rules(config)
+  train_cfg = config.train
+  builders.check_batch_divisibility(train_cfg.global_batch_size, train_cfg.grad_accum_steps, mesh)
+  data = builders.make_data(config)
+  model_config = builders.model_config(config.model, data.tokenizer.vocab_size)
+  optimizer, schedule = make_optimizer(config.opt, train_cfg.steps)
+  identity = checkpointing.run_identity(model_config, config.opt.name)
+
+  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"),
+                                       max_to_keep=train_cfg.keep_checkpoints)
+  graphdef, abstract_state = abstract_train_state(model_config, optimizer, mesh, rules)
+  restored = checkpointing.restore_latest(manager, abstract_state, identity)
+  train_iter = data.train_iterator()
+  if restored is None:
+    graphdef, state, _ = init_train_state(model_config, optimizer, mesh, rules, config.seed)
+  else:
+    state, data_state = restored
+    train_iter.set_state(data_state)
+    logging.info("resumed from step %d of %s", int(state.step), manager.directory)
+  state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
+
+  batch_sharding = sharding.batch_sharding(mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  train_step = jax.jit(
+      make_train_step(graphdef, optimizer, schedule, train_cfg.grad_accum_steps),
+      in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
+      donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(graphdef),
+                      in_shardings=(state_shardings.params, batch_sharding),
+                      out_shardings=replicated)
+
+  tokens_per_step = train_cfg.global_batch_size * config.data.seq_len
+  flops_per_step = flops.flops_per_token(model_config, config.data.seq_len) * tokens_per_step
+  peak = flops.peak_flops_per_device(train_cfg.peak_flops_per_device)
+  writer = metrics.MetricWriter(workdir, enabled=is_lead)
+  first_step = int(state.step)
+  bar = metrics.progress_bar(train_cfg.steps, first_step, enabled=is_lead)
+  eval_loss = None
+  train_time, timed_steps, window_start, window_steps = 0.0, 0, time.time(), 0
+  try:
+    for step in range(first_step, train_cfg.steps):
+      state, step_metrics = train_step(state, _global_batch(next(train_iter), batch_sharding))
+      window_steps += 1
+      done = step + 1
+      if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+        step_metrics = jax.device_get(step_metrics)
+        elapsed = time.time() - window_start
+        if step > first_step:  # the first window includes compilation: not timed
+          train_time += elapsed
+          timed_steps += window_steps
+        step_metrics["tokens_per_s"] = tokens_per_step * window_steps / elapsed
+        step_metrics["model_flops_per_s"] = flops_per_step * window_steps / elapsed
+        if peak:
+          step_metrics["mfu"] = step_metrics["model_flops_per_s"] / (peak * jax.device_count())
+        if not math.isfinite(float(step_metrics["loss"])):
+          raise FloatingPointError(f"non-finite loss {step_metrics['loss']} at step {done}")
+        writer.write(done, step_metrics)
+        bar.set_postfix(loss=f"{step_metrics['loss']:.3f}",
+                        tok_s=f"{step_metrics['tokens_per_s']:.0f}")
+        window_start, window_steps = time.time(), 0
+      bar.update(1)
+      if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
+        eval_loss, _ = evaluate(eval_step, state.params, data.eval_batches(), batch_sharding)
+        writer.write(done, {"eval_loss": eval_loss,
+                            "eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token})
+        bar.write(f"step {done}: validation loss {eval_loss:.4f} nats/token")
+        window_start = time.time()
+      if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
+        checkpointing.save(manager, done, state, train_iter.get_state(), identity)
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+
+  if eval_loss is None:  # resumed a finished run: evaluate once for the summary
+    eval_loss, _ = evaluate(eval_step, state.params, data.eval_batches(), batch_sharding)
+  summary = {
+      "steps": train_cfg.steps,
+      "num_params": model_config.num_params(),
+      "final_eval_loss_nats_per_token": eval_loss,
+      "final_eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token,
+      "eval_bytes_per_token": data.bytes_per_token,
+      "tokens_per_s": tokens_per_step * timed_steps / train_time if timed_steps else None,
+      "wall_time_s": time.time() - start_time,
+      "devices": jax.device_count(),
+      "device_kind": jax.devices()[0].device_kind,
+  }
+  if is_lead:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    plots.plot_loss_curves(metrics.read_metrics(workdir), os.path.join(workdir, "loss.png"),
+                           title=f"{model_config.architecture}, {summary['num_params']:,} params")
+  return summary

@@ -1,0 +1,85 @@
+"""Every key an experiment reads, with its default; the other configs override a few.
+
+Any value is overridable from the command line, e.g. `--config.opt.lr=3e-4`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The default pre-training config: a small byte-level GPT-2 on the embedded corpus."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict(dict(
+      architecture="gpt2",
+      vocab_size=0,  # 0: the tokenizer's vocabulary size
+      num_layers=4,
+      num_heads=4,
+      num_kv_heads=4,
+      head_dim=64,
+      embed_dim=256,
+      mlp_dim=1024,
+      max_seq_len=256,
+      norm_eps=1e-5,
+      rope_theta=10000.0,
+      rope_scaling=ml_collections.config_dict.placeholder(dict),
+      tie_embeddings=True,
+      dtype="float32",
+      param_dtype="float32",
+      remat=False,
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      name="text_files",  # the embedded corpus: this Python's standard-library sources
+      text_globs=ml_collections.config_dict.placeholder(tuple),  # None: the stdlib sources
+      validation_fraction=0.05,
+      data_dir="",  # "": ~/tensorflow_datasets
+      tokenizer="byte",  # byte | sentencepiece
+      tokenizer_vocab_size=8192,  # sentencepiece only
+      seq_len=256,
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1000,
+      global_batch_size=32,
+      grad_accum_steps=1,
+      log_every=20,
+      eval_every=250,
+      eval_batches=16,
+      checkpoint_every=250,
+      keep_checkpoints=3,
+      peak_flops_per_device=ml_collections.config_dict.placeholder(float),
+  ))
+
+  c.opt = ml_collections.ConfigDict(dict(
+      name="adamw",
+      lr=3e-3,
+      schedule="cosine",  # cosine | constant
+      warmup_steps=100,
+      min_lr_ratio=0.1,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.1,
+      momentum=0.9,  # sgd
+      nesterov=False,  # sgd
+      max_grad_norm=1.0,  # 0 disables clipping
+  ))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # Logical axis name -> mesh axes. The batch is split over data and fsdp; parameters over fsdp
+  # (their embed dimension) and tensor (heads, mlp, vocab).
+  c.sharding_rules = (
+      ("batch", ("data", "fsdp")),
+      ("vocab", "tensor"),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv_heads", "tensor"),
+      ("head_dim", None),
+      ("norm", None),
+      ("layers", None),
+      ("length", None),
+  )
+  return c

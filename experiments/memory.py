@@ -1,0 +1,57 @@
+r"""Plans memory: `python -m experiments.memory --config=configs/llama.py:llama2-7b --compile`.
+
+Prints one JSON object:
+  {"num_params": int, "param_bytes": int,
+   "optimizers": {NAME: {"state_bytes": int, "step_peak_bytes": int or null}}}
+state_bytes is the optimizer state of the whole model (jax.eval_shape, nothing allocated);
+step_peak_bytes (with --compile) is XLA's memory analysis of the compiled train step, per device
+of the config's mesh, at the config's batch size and sequence length.
+"""
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from bigmodel_jax.optim.factory import available_optimizers, make_optimizer
+from bigmodel_jax.train import builders, memory
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_OPTIMIZERS = flags.DEFINE_list("optimizers", None,
+                                "Optimizer names (default: every optimizer the factory knows).")
+_COMPILE = flags.DEFINE_bool("compile", False,
+                             "Also compile the train step and report its peak memory.")
+flags.mark_flag_as_required("config")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  config = _CONFIG.value
+  names = _OPTIMIZERS.value or available_optimizers()
+  unknown = sorted(set(names) - set(available_optimizers()))
+  if unknown:
+    raise app.UsageError(f"--optimizers: unknown {unknown}; choose from {available_optimizers()}")
+  mesh, rules = builders.mesh_and_rules(config)
+  model_config = builders.model_config(config.model, builders.tokenizer_vocab_size(config.data))
+  result = {"optimizers": {}}
+  for name in names:
+    with config.unlocked():
+      config.opt.name = name
+    optimizer, schedule = make_optimizer(config.opt, config.train.steps)
+    num_params, param_bytes, opt_bytes = memory.state_bytes(model_config, optimizer, mesh, rules)
+    result.update(num_params=num_params, param_bytes=param_bytes)
+    peak = None
+    if _COMPILE.value:
+      peak = memory.compiled_step_peak_bytes(
+          model_config, optimizer, schedule, mesh, rules,
+          global_batch_size=config.train.global_batch_size, seq_len=config.data.seq_len,
+          grad_accum_steps=config.train.grad_accum_steps)
+    result["optimizers"][name] = {"state_bytes": opt_bytes, "step_peak_bytes": peak}
+  print(json.dumps({"num_params": result["num_params"], "param_bytes": result["param_bytes"],
+                    "optimizers": result["optimizers"]}))
+
+
+if __name__ == "__main__":
+  app.run(main)

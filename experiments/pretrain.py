@@ -1,0 +1,29 @@
+r"""Pre-trains a language model: `python -m experiments.pretrain --config=configs/pretrain.py`.
+
+Example:
+  python -m experiments.pretrain --config=configs/gpt2.py:124m --config.train.steps=100 \
+      --config.opt.lr=3e-4 --workdir=/tmp/run
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from bigmodel_jax.train.loop import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (outputs, checkpoints, resume).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  logging.info("summary: %s", summary)
+  print({k: summary[k] for k in ("final_eval_loss_nats_per_token", "final_eval_bits_per_byte",
+                                 "tokens_per_s", "wall_time_s")})
+
+
+if __name__ == "__main__":
+  app.run(main)

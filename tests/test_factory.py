@@ -1,0 +1,87 @@
+"""The optimizer factory: every registered optimizer builds, steps, and fails clearly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bigmodel_jax.optim import factory
+from bigmodel_jax.optim.weight_decay import decay_mask
+from configs import default
+
+
+def _params():
+  return {
+      "embed": {"embedding": jnp.ones((8, 4))},
+      "layers": {"mlp": {"up": {"kernel": jnp.ones((2, 4, 6)), "bias": jnp.ones((2, 6))}},
+                 "attn_norm": {"scale": jnp.ones((2, 4))}},
+  }
+
+
+@pytest.mark.parametrize("name", factory.available_optimizers())
+def test_every_optimizer_steps_and_keeps_dtypes(name):
+  opt = default.get_config().opt
+  opt.name = name
+  optimizer, _ = factory.make_optimizer(opt, total_steps=1000)
+  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), _params())
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = optimizer.init(params)
+  updates, _ = jax.jit(optimizer.update)(grads, state, params)
+  new_params = optax.apply_updates(params, updates)
+  assert jax.tree.map(lambda x: x.dtype, new_params) == jax.tree.map(lambda x: x.dtype, params)
+
+
+def test_unknown_optimizer_names_the_key():
+  opt = default.get_config().opt
+  opt.name = "adamx"
+  with pytest.raises(ValueError, match=r"opt\.name='adamx'.*adamw"):
+    factory.make_optimizer(opt, total_steps=1000)
+
+
+def test_warmup_then_cosine_schedule():
+  opt = default.get_config().opt
+  opt.update(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+  schedule = factory.make_schedule(opt, total_steps=110)
+  np.testing.assert_allclose(schedule(5), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(schedule(10), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(schedule(60), 0.55, rtol=1e-5)
+  np.testing.assert_allclose(schedule(110), 0.1, rtol=1e-5)
+
+
+def test_warmup_longer_than_run_is_an_error():
+  opt = default.get_config().opt
+  opt.warmup_steps = 50
+  with pytest.raises(ValueError, match="opt.warmup_steps"):
+    factory.make_optimizer(opt, total_steps=50)
+
+
+def test_decay_mask_spares_norms_and_biases_even_when_stacked():
+  mask = decay_mask(_params())
+  assert mask["embed"]["embedding"] and mask["layers"]["mlp"]["up"]["kernel"]
+  assert not mask["layers"]["mlp"]["up"]["bias"]
+  assert not mask["layers"]["attn_norm"]["scale"]  # 2-D because layers are stacked
+
+
+def test_adamw_decays_only_masked_leaves():
+  opt = default.get_config().opt
+  opt.update(name="adamw", schedule="constant", lr=0.1, weight_decay=0.5, max_grad_norm=0.0)
+  optimizer, _ = factory.make_optimizer(opt, total_steps=1000)
+  params = _params()
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = optimizer.update(zero_grads, optimizer.init(params), params)
+  np.testing.assert_allclose(updates["embed"]["embedding"], -0.05)
+  np.testing.assert_allclose(updates["layers"]["attn_norm"]["scale"], 0.0)
+  np.testing.assert_allclose(updates["layers"]["mlp"]["up"]["bias"], 0.0)
+
+
+def test_user_registered_optimizer_is_selectable():
+  name = "test_plain_sgd"
+  if name not in factory.available_optimizers():
+    factory.register(name)(lambda opt, lr: optax.sgd(lr))
+  opt = default.get_config().opt
+  opt.name = name
+  optimizer, _ = factory.make_optimizer(opt, total_steps=1000)
+  assert optimizer.init(_params()) is not None
+  with pytest.raises(ValueError, match="registered twice"):
+    factory.register(name)(lambda opt, lr: optax.sgd(lr))
