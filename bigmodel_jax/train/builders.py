@@ -42,18 +42,11 @@ def model_config(model: ml_collections.ConfigDict, tokenizer_vocab_size: int | N
     raise ValueError(f"model.vocab_size ({fields['vocab_size']}) is smaller than the tokenizer's "
                      f"vocabulary ({tokenizer_vocab_size})")
   if fields.get("rope_scaling") is not None:
-    fields["rope_scaling"] = _rope_scaling(fields["rope_scaling"])
+    fields["rope_scaling"] = dict(fields["rope_scaling"])  # a ConfigDict is no Mapping
   try:
     return TransformerConfig(**fields)
   except (TypeError, ValueError) as e:
-    raise ValueError(f"invalid model config: {e}") from e
-
-
-def _rope_scaling(value):
-  from bigmodel_jax.models.config import RopeScaling  # the models' own hashable record
-  if isinstance(value, RopeScaling):
-    return value
-  return RopeScaling(**dict(value))
+    raise ValueError(f"invalid model config: model.{e}") from e
 
 
 def mesh_and_rules(config: ml_collections.ConfigDict):

@@ -97,9 +97,9 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss_sum / weight_sum,
-        "grad_norm": optax.global_norm(grads),
-        "update_norm": optax.global_norm(updates),
-        "param_norm": optax.global_norm(params),
+        "grad_norm": optax.tree.norm(grads),
+        "update_norm": optax.tree.norm(updates),
+        "param_norm": optax.tree.norm(params),
         "lr": schedule(state.step),
         "tokens": weight_sum,
     }
