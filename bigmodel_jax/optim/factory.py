@@ -16,7 +16,8 @@ import optax
 
 from bigmodel_jax.optim.weight_decay import decay_mask
 
-OptimizerBuilder = Callable[[ml_collections.ConfigDict, optax.Schedule], optax.GradientTransformation]
+OptimizerBuilder = Callable[
+    [ml_collections.ConfigDict, optax.Schedule], optax.GradientTransformation]
 
 _REGISTRY: dict[str, OptimizerBuilder] = {}
 

@@ -3,7 +3,7 @@
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def plot_loss_curves(rows: list[dict], path: str, title: str = "") -> None:
