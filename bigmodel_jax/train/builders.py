@@ -7,9 +7,20 @@ iterators. Every error names the config key at fault.
 
 import dataclasses
 import os
+from collections.abc import Callable
 
+import jax
 import ml_collections
 
+from bigmodel_jax.data import (
+    TOKENIZER_NAMES,
+    ByteTokenizer,
+    bytes_per_token,
+    iter_texts,
+    load_source,
+    make_lm_dataset,
+    make_tokenizer,
+)
 from bigmodel_jax.models import TransformerConfig
 from bigmodel_jax.train import sharding
 
@@ -73,3 +84,63 @@ def check_batch_divisibility(global_batch_size: int, grad_accum_steps: int, mesh
 def data_dir(data: ml_collections.ConfigDict) -> str:
   """Where TFDS datasets and tokenizer models are built and cached."""
   return os.path.expanduser(data.data_dir or "~/tensorflow_datasets")
+
+
+@dataclasses.dataclass
+class LanguageModelData:
+  """The data of a language-model run, built from the `data` config section.
+
+  Attributes:
+    tokenizer: the tokenizer (vocab_size, eos_id, encode, decode).
+    train_iterator: () -> checkpointable iterator over this process's training batches.
+    eval_batches: () -> a fresh, finite, identical-every-time iterable of validation batches.
+    bytes_per_token: UTF-8 bytes per token of the validation split (for bits per byte).
+  """
+
+  tokenizer: object
+  train_iterator: Callable[[], object]
+  eval_batches: Callable[[], object]
+  bytes_per_token: float
+
+
+def tokenizer_vocab_size(data: ml_collections.ConfigDict) -> int:
+  """The vocabulary size the `data` section implies, without building any data."""
+  if data.tokenizer == "byte":
+    return ByteTokenizer.vocab_size
+  if data.tokenizer == "sentencepiece":
+    return data.tokenizer_vocab_size
+  raise ValueError(f"Unknown data.tokenizer {data.tokenizer!r}; known: {list(TOKENIZER_NAMES)}")
+
+
+def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
+  """Sources, tokenizer and iterators of `config.data`, sharded for this process.
+
+  Args:
+    config: the experiment config (reads `data`, `train.global_batch_size`,
+      `train.eval_batches` and `seed`).
+
+  Returns:
+    The run's LanguageModelData.
+  """
+  data = config.data
+  root = data_dir(data)
+  globs = tuple(data.text_globs) if data.text_globs else None
+  sources = {split: load_source(data.name, data_dir=root, split=split, text_globs=globs,
+                                validation_fraction=data.validation_fraction)
+             for split in ("train", "validation")}
+  tokenizer = make_tokenizer(
+      data.tokenizer, vocab_size=data.tokenizer_vocab_size,
+      cache_dir=os.path.join(root, "tokenizers"),
+      training_texts=iter_texts(sources["train"]),
+      corpus_fingerprint=sources["train"].fingerprint)
+  common = dict(tokenizer=tokenizer, seq_len=data.seq_len,
+                global_batch_size=config.train.global_batch_size, seed=config.seed,
+                process_index=jax.process_index(), process_count=jax.process_count())
+  return LanguageModelData(
+      tokenizer=tokenizer,
+      train_iterator=lambda: make_lm_dataset(source=sources["train"], split="train", **common),
+      eval_batches=lambda: make_lm_dataset(source=sources["validation"], split="validation",
+                                           num_epochs=1, num_batches=config.train.eval_batches,
+                                           **common),
+      bytes_per_token=bytes_per_token(sources["validation"], tokenizer),
+  )

@@ -1,0 +1,188 @@
+"""Tokenizers: UTF-8 bytes, or a SentencePiece model trained on (and cached for) a corpus.
+
+Both expose `vocab_size`, `eos_id`, `encode(str) -> int32[n]` and `decode(ids) -> str`.
+"""
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+TOKENIZER_NAMES = ("byte", "sentencepiece")
+
+
+class ByteTokenizer:
+  """UTF-8 bytes as ids 0..255, plus a separate EOS id 256 (vocab_size 257).
+
+  EOS gets its own id rather than reusing a byte (e.g. NUL), so that any text, including text
+  with NUL bytes, round-trips and EOS never collides with content.
+  """
+
+  vocab_size = 257
+  eos_id = 256
+
+  def encode(self, text: str) -> np.ndarray:
+    """Returns the UTF-8 bytes of `text` as int32 ids (no EOS appended)."""
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    """Returns the text of `ids`, skipping EOS; invalid UTF-8 decodes to U+FFFD."""
+    ids = np.asarray(ids)
+    return ids[ids < 256].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece model, normalisation-free and with byte fallback, so every string
+  round-trips (except the meta symbol U+2581 itself, which decodes to a space)."""
+
+  def __init__(self, model_proto: bytes):
+    """Loads a serialised SentencePiece model.
+
+    Args:
+      model_proto: The contents of a `.model` file.
+    """
+    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    self.vocab_size = self._sp.get_piece_size()
+    self.eos_id = self._sp.eos_id()
+
+  def encode(self, text: str) -> np.ndarray:
+    """Returns the ids of `text` as int32 (no EOS appended)."""
+    return np.asarray(self._sp.encode(text), dtype=np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    """Returns the text of `ids`; EOS and other control ids decode to nothing."""
+    return self._sp.decode(np.asarray(ids, dtype=np.int32).tolist())
+
+
+def _training_lines(texts: Iterable[str], max_line_bytes: int) -> Iterator[str]:
+  """Splits documents into the non-empty lines SentencePiece trains on (it skips long ones)."""
+  for text in texts:
+    for line in text.splitlines():
+      if line.strip() and len(line.encode("utf-8")) <= max_line_bytes:
+        yield line
+
+
+def train_sentencepiece(
+    texts: Iterable[str], *, vocab_size: int, max_lines: int = 2_000_000
+) -> bytes:
+  """Trains a unigram SentencePiece model that round-trips every string.
+
+  No normalisation, whitespace kept verbatim (indentation pieces allowed), newline and tab as
+  user-defined pieces (training sees single lines), byte fallback for unseen characters.
+  The vocabulary may come out smaller than `vocab_size` on a tiny corpus.
+
+  Args:
+    texts: Training documents.
+    vocab_size: Requested vocabulary size (including 256 byte pieces, <unk> and </s>).
+    max_lines: At most this many lines (sampled by SentencePiece) are used.
+
+  Returns:
+    The serialised model.
+  """
+  max_line_bytes = 8192
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=_training_lines(texts, max_line_bytes),
+      model_writer=model,
+      model_type="unigram",
+      vocab_size=vocab_size,
+      hard_vocab_limit=False,
+      character_coverage=0.9995,
+      byte_fallback=True,
+      normalization_rule_name="identity",
+      remove_extra_whitespaces=False,
+      add_dummy_prefix=False,
+      allow_whitespace_only_pieces=True,
+      split_digits=True,
+      user_defined_symbols=["\n", "\t"],
+      max_sentence_length=max_line_bytes,
+      input_sentence_size=max_lines,
+      shuffle_input_sentence=True,
+      unk_id=0,
+      eos_id=1,
+      bos_id=-1,
+      pad_id=-1,
+      num_threads=os.cpu_count() or 1,
+      minloglevel=2,
+  )
+  return model.getvalue()
+
+
+def cached_sentencepiece(
+    *,
+    vocab_size: int,
+    cache_dir: str,
+    corpus_fingerprint: str,
+    training_texts: Iterable[str] | None,
+) -> SentencePieceTokenizer:
+  """Loads the model cached for (corpus, vocab_size), training and caching it on a miss.
+
+  Args:
+    vocab_size: Requested vocabulary size.
+    cache_dir: Directory of cached `.model` files.
+    corpus_fingerprint: Identifies the training corpus (e.g. `source.fingerprint`).
+    training_texts: Training documents; only read on a cache miss.
+
+  Returns:
+    The tokenizer.
+  """
+  key = hashlib.sha256(f"{corpus_fingerprint}|{vocab_size}".encode()).hexdigest()[:16]
+  path = os.path.join(os.path.expanduser(cache_dir), f"spm_v{vocab_size}_{key}.model")
+  if not os.path.exists(path):
+    if training_texts is None:
+      raise ValueError(f"No cached tokenizer at {path} and no training_texts to train one.")
+    proto = train_sentencepiece(training_texts, vocab_size=vocab_size)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # Write then rename, so a concurrent reader never sees a partial file.
+    with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), delete=False) as f:
+      f.write(proto)
+    os.replace(f.name, path)
+  with open(path, "rb") as f:
+    return SentencePieceTokenizer(f.read())
+
+
+def make_tokenizer(
+    name: str,
+    *,
+    vocab_size: int | None = None,
+    cache_dir: str | None = None,
+    training_texts: Iterable[str] | None = None,
+    corpus_fingerprint: str | None = None,
+) -> ByteTokenizer | SentencePieceTokenizer:
+  """Makes the tokenizer called `name`.
+
+  Args:
+    name: "byte" or "sentencepiece" (the `data.tokenizer` setting).
+    vocab_size: SentencePiece vocabulary size; ignored for "byte" (always 257).
+    cache_dir: Where SentencePiece models are cached.
+    training_texts: SentencePiece training documents, read only on a cache miss.
+    corpus_fingerprint: Cache key of the training corpus. If None, it is a hash of all of
+      `training_texts` (which are then read twice, so pass a re-iterable collection).
+
+  Returns:
+    The tokenizer.
+  """
+  if name == "byte":
+    return ByteTokenizer()
+  if name != "sentencepiece":
+    raise ValueError(f"Unknown data.tokenizer {name!r}; known: {list(TOKENIZER_NAMES)}.")
+  if vocab_size is None or cache_dir is None:
+    raise ValueError("The sentencepiece tokenizer needs vocab_size and cache_dir.")
+  if corpus_fingerprint is None:
+    if training_texts is None:
+      raise ValueError("The sentencepiece tokenizer needs training_texts or corpus_fingerprint.")
+    training_texts = list(training_texts)
+    digest = hashlib.sha256()
+    for text in training_texts:
+      digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+    corpus_fingerprint = digest.hexdigest()
+  return cached_sentencepiece(
+      vocab_size=vocab_size,
+      cache_dir=cache_dir,
+      corpus_fingerprint=corpus_fingerprint,
+      training_texts=training_texts,
+  )

@@ -1,0 +1,87 @@
+"""Causal multi-head attention with grouped-query heads and optional RoPE."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bigmodel_jax.models import initializers, rope
+from bigmodel_jax.models.config import TransformerConfig
+
+
+def _projection(config: TransformerConfig, einsum: str, kernel_names: tuple[str, ...],
+                bias_names: tuple[str, ...], *, kernel_shape: tuple[int, ...], stddev: float,
+                rngs: nnx.Rngs) -> nnx.Einsum:
+  """An einsum projection with logical axis names; biased iff the architecture uses biases."""
+  bias_shape = kernel_shape[-len(bias_names):] if config.use_bias else None
+  return nnx.Einsum(
+      einsum, kernel_shape, bias_shape, dtype=config.compute_dtype,
+      param_dtype=config.weight_dtype, kernel_init=initializers.normal(kernel_names, stddev),
+      bias_init=initializers.zeros(bias_names), rngs=rngs)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """Causal softmax attention; K key/value heads are shared by H / K query heads each.
+
+  The logits and the softmax are computed in float32; everything is plain differentiable jnp,
+  so forward-over-reverse autodiff (Hessian-vector products) works through it.
+
+  Args:
+    q: [batch, length, H, head_dim] queries.
+    k: [batch, length, K, head_dim] keys, H % K == 0.
+    v: [batch, length, K, head_dim] values.
+
+  Returns:
+    [batch, length, H, head_dim] in the dtype of `v`.
+  """
+  batch, length, num_heads, head_dim = q.shape
+  num_kv_heads = k.shape[2]
+  q = q.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)
+  logits = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(jnp.float32(head_dim))
+  mask = jnp.tril(jnp.ones((length, length), dtype=bool))
+  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
+  return out.reshape(batch, length, num_heads, head_dim)
+
+
+class Attention(nnx.Module):
+  """Causal self-attention with separate query/key/value/out projections.
+
+  Parameters: query/kernel [D, H, Dh], key/kernel and value/kernel [D, K, Dh], out/kernel
+  [H, Dh, D]; with biases (GPT-2) query/bias [H, Dh], key/bias, value/bias [K, Dh], out/bias [D].
+  """
+
+  def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+    d, h, kv, dh = config.embed_dim, config.num_heads, config.num_kv_heads, config.head_dim
+    std = initializers.INIT_STDDEV
+    self.config = config
+    self.query = _projection(config, "bld,dhk->blhk", ("embed", "heads", "head_dim"),
+                             ("heads", "head_dim"), kernel_shape=(d, h, dh), stddev=std, rngs=rngs)
+    self.key = _projection(config, "bld,dhk->blhk", ("embed", "kv_heads", "head_dim"),
+                           ("kv_heads", "head_dim"), kernel_shape=(d, kv, dh), stddev=std,
+                           rngs=rngs)
+    self.value = _projection(config, "bld,dhk->blhk", ("embed", "kv_heads", "head_dim"),
+                             ("kv_heads", "head_dim"), kernel_shape=(d, kv, dh), stddev=std,
+                             rngs=rngs)
+    self.out = _projection(config, "blhk,hkd->bld", ("heads", "head_dim", "embed"), ("embed",),
+                           kernel_shape=(h, dh, d),
+                           stddev=initializers.residual_stddev(config.num_layers), rngs=rngs)
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Attends each position to itself and the positions before it.
+
+    Args:
+      x: [batch, length, embed] normalised residual stream.
+      positions: int32[batch, length] positions, used by RoPE.
+
+    Returns:
+      [batch, length, embed] in the compute dtype.
+    """
+    q, k, v = self.query(x), self.key(x), self.value(x)
+    if self.config.use_rope:
+      inv_freq = rope.inverse_frequencies(self.config.head_dim, self.config.rope_theta,
+                                          self.config.rope_scaling)
+      q = rope.apply_rope(q, positions, inv_freq)
+      k = rope.apply_rope(k, positions, inv_freq)
+    return self.out(causal_attention(q, k, v))
