@@ -6,6 +6,7 @@ builder config name is a fingerprint of the corpus, so a cached dataset built fr
 Python (or from other files) is never reused silently.
 """
 
+import collections
 import dataclasses
 import glob
 import hashlib
@@ -71,6 +72,10 @@ def list_files(patterns: Sequence[str]) -> list[tuple[str, str]]:
       rel_path = os.path.relpath(path, root)
       if os.path.isfile(path) and not _is_excluded(rel_path):
         files[os.path.abspath(path)] = rel_path
+  duplicates = sorted(p for p, n in collections.Counter(files.values()).items() if n > 1)
+  if duplicates:
+    raise ValueError(f"data.text_globs match several files with the same relative path "
+                     f"{duplicates[:5]}; use patterns whose roots do not overlap")
   return sorted(files.items())
 
 
@@ -185,7 +190,9 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, files: Sequence[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
     for path, rel_path in files:
       with open(path, encoding="utf-8", errors="replace") as f:
-        yield path, {"text": f.read(), "path": rel_path}
+        # Keyed by the relative path: TFDS orders examples by a hash of the key, so the corpus
+        # gives the same order wherever it sits on disk.
+        yield rel_path, {"text": f.read(), "path": rel_path}
 
 
 def prepare_builder(

@@ -1,0 +1,117 @@
+"""The pre-training loop end to end: outputs, exact resume, refused checkpoints, golden metrics."""
+
+import json
+import math
+import os
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from bigmodel_jax.train import checkpointing, metrics
+from bigmodel_jax.train.loop import train_and_evaluate
+from configs import default
+
+# A deterministic corpus (so the golden figures do not depend on the Python install).
+_WORDS = ("def", "return", "class", "import", "lambda", "yield", "self", "value", "index",
+          "token", "block", "layer", "while", "for", "in", "if", "else", "elif", "try", "except",
+          "with", "as", "pass")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  root = tmp_path_factory.mktemp("corpus")
+  rng = np.random.default_rng(0)
+  for i in range(40):
+    lines = [" ".join(rng.choice(_WORDS, size=8)) for _ in range(30)]
+    (root / f"doc_{i:02d}.py").write_text("\n".join(lines) + "\n")
+  return root
+
+
+def _config(corpus, tmp_path, steps=8):
+  c = default.get_config()
+  c.model.update(num_layers=2, num_heads=2, num_kv_heads=2, head_dim=16, embed_dim=32,
+                 mlp_dim=64, max_seq_len=32)
+  c.data.update(text_globs=(str(corpus / "*.py"),), seq_len=32, data_dir=str(tmp_path / "tfds"),
+                validation_fraction=0.2)
+  c.train.update(steps=steps, global_batch_size=8, log_every=2, eval_every=4, eval_batches=2,
+                 checkpoint_every=4, keep_checkpoints=5)
+  c.opt.update(warmup_steps=2, lr=1e-2)
+  c.mesh.update(data=2, fsdp=4)
+  return c
+
+
+def _params_at(workdir, step):
+  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"), max_to_keep=5,
+                                       async_save=False)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return jax.device_get(restored["state"])
+
+
+def test_pretrain_writes_every_output_and_learns(corpus, tmp_path):
+  workdir = str(tmp_path / "run")
+  summary = train_and_evaluate(_config(corpus, tmp_path), workdir)
+  for name in ("config.json", "metrics.jsonl", "summary.json", "loss.png", "tensorboard"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "8"]
+  rows = metrics.read_metrics(workdir)
+  train_losses = [r["loss"] for r in rows if "loss" in r]
+  assert train_losses[-1] < train_losses[0]
+  assert {"grad_norm", "lr", "tokens_per_s", "model_flops_per_s"} <= set(rows[0])
+  assert summary["final_eval_bits_per_byte"] == pytest.approx(
+      summary["final_eval_loss_nats_per_token"] / math.log(2) / summary["eval_bytes_per_token"])
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f)["steps"] == 8
+
+
+def test_golden_metrics(corpus, tmp_path):
+  """Catches silent changes to the model, data order, optimizer or loss (nanodo-style)."""
+  summary = train_and_evaluate(_config(corpus, tmp_path, steps=8), str(tmp_path / "run"))
+  rows = metrics.read_metrics(str(tmp_path / "run"))
+  first_loss = next(r["loss"] for r in rows if "loss" in r)
+  assert first_loss == pytest.approx(GOLDEN["first_logged_train_loss"], rel=2e-3)
+  assert summary["final_eval_loss_nats_per_token"] == pytest.approx(
+      GOLDEN["final_eval_loss"], rel=2e-3)
+
+
+GOLDEN = {"first_logged_train_loss": 5.5432, "final_eval_loss": 3.7745}
+
+
+def test_stop_and_resume_is_bit_identical(corpus, tmp_path):
+  config = _config(corpus, tmp_path)
+  uninterrupted = str(tmp_path / "uninterrupted")
+  train_and_evaluate(config, uninterrupted)
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(uninterrupted, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "8"))  # as if stopped after step 4
+  train_and_evaluate(config, resumed)
+  expected, actual = _params_at(uninterrupted, 8), _params_at(resumed, 8)
+  jax.tree.map(np.testing.assert_array_equal, actual, expected)
+
+
+def test_incompatible_checkpoint_is_refused_naming_the_key(corpus, tmp_path):
+  config = _config(corpus, tmp_path, steps=4)
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir)
+  config.model.num_layers = 3
+  config.train.steps = 8
+  with pytest.raises(ValueError, match=r"model\.num_layers: checkpoint 2 != config 3"):
+    train_and_evaluate(config, workdir)
+
+
+def test_partially_written_checkpoint_is_never_the_latest(corpus, tmp_path):
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(_config(corpus, tmp_path, steps=4), workdir)
+  # What an interrupted orbax save leaves behind: a step directory still under its tmp name.
+  os.makedirs(os.path.join(workdir, "checkpoints", "8.orbax-checkpoint-tmp-1234", "state"))
+  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"), max_to_keep=5)
+  assert manager.latest_step() == 4
+
+
+def test_unknown_dataset_names_the_key(corpus, tmp_path):
+  config = _config(corpus, tmp_path)
+  config.data.name = "no_such_dataset"
+  with pytest.raises(ValueError, match="data.name"):
+    train_and_evaluate(config, str(tmp_path / "run"))
