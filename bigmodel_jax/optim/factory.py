@@ -131,3 +131,23 @@ def _adafactor(opt, lr):
 def _lion(opt, lr):
   return optax.lion(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=decay_mask)
 
+
+
+@register("adam_mini")
+def _adam_mini(opt, lr):
+  from bigmodel_jax.optim.adam_mini import adam_mini
+
+  _warn_outside_convergence_region(opt)
+  return adam_mini(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                   weight_decay_mask=decay_mask)
+
+
+@register("adam_mini_per_tensor")
+def _adam_mini_per_tensor(opt, lr):
+  # The ablation of the paper: one block per (per-layer) tensor, unstable on GPT-2.
+  from bigmodel_jax import blocks
+  from bigmodel_jax.optim.adam_mini import adam_mini
+
+  _warn_outside_convergence_region(opt)
+  return adam_mini(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                   weight_decay_mask=decay_mask, partition=blocks.per_tensor)
