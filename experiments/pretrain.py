@@ -19,6 +19,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the bar readable
+    logging.set_verbosity(logging.WARNING)
   summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info("summary: %s", summary)
   print({k: summary[k] for k in ("final_eval_loss_nats_per_token", "final_eval_bits_per_byte",

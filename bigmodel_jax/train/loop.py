@@ -12,7 +12,6 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax.optim.factory import make_optimizer
@@ -83,7 +82,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     state, data_state = restored
     train_iter.set_state(data_state)
-    logging.info("resumed from step %d of %s", int(state.step), manager.directory)
+    if is_lead:
+      print(f"resumed from step {int(state.step)} of {manager.directory}", flush=True)
   state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
 
   batch_sharding = sharding.batch_sharding(mesh)
