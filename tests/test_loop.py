@@ -115,3 +115,17 @@ def test_unknown_dataset_names_the_key(corpus, tmp_path):
   config.data.name = "no_such_dataset"
   with pytest.raises(ValueError, match="data.name"):
     train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_resume_onto_another_mesh(corpus, tmp_path):
+  config = _config(corpus, tmp_path)
+  uninterrupted = str(tmp_path / "uninterrupted")
+  train_and_evaluate(config, uninterrupted)
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(uninterrupted, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "8"))
+  config.mesh.update(data=1, fsdp=4, tensor=2)  # saved on data=2 x fsdp=4
+  train_and_evaluate(config, resumed)
+  expected, actual = _params_at(uninterrupted, 8), _params_at(resumed, 8)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), actual,
+               expected)
