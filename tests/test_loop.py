@@ -4,6 +4,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -129,3 +131,24 @@ def test_resume_onto_another_mesh(corpus, tmp_path):
   expected, actual = _params_at(uninterrupted, 8), _params_at(resumed, 8)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), actual,
                expected)
+
+
+def test_pretrain_command_line_with_overrides(corpus, tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path / "cli"
+  command = [
+      sys.executable, "-m", "experiments.pretrain", "--config=configs/gpt2.py:tiny",
+      f"--workdir={workdir}", "--config.train.steps=4", "--config.opt.lr=3e-4",
+      "--config.opt.warmup_steps=1", "--config.train.global_batch_size=4",
+      "--config.data.seq_len=32", "--config.model.max_seq_len=32",
+      f"--config.data.text_globs=('{corpus}/*.py',)", f"--config.data.data_dir={tmp_path}/tfds",
+      "--config.data.validation_fraction=0.2",
+  ]
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  out = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(workdir / "config.json") as f:
+    assert json.load(f)["opt"]["lr"] == 3e-4
+  with open(workdir / "summary.json") as f:
+    assert json.load(f)["steps"] == 4

@@ -184,7 +184,8 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
       splits[split].append((path, rel_path))
     for split, files in splits.items():
       if not files:
-        raise ValueError(f"Split {split!r} of {config.patterns} would be empty.")
+        raise ValueError(f"Split {split!r} of {config.patterns} would be empty; raise "
+                         "data.validation_fraction or add files")
     return {split: self._generate_examples(files) for split, files in splits.items()}
 
   def _generate_examples(self, files: Sequence[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
