@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
       tokenizer="byte",  # byte | sentencepiece
       tokenizer_vocab_size=8192,  # sentencepiece only
       seq_len=256,
+      shuffle_window=1024,  # packed rows shuffled in windows of this many (train); 0: off
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -65,6 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
       momentum=0.9,  # sgd
       nesterov=False,  # sgd
       max_grad_norm=1.0,  # 0 disables clipping
+      fraction=0.1,  # mofo: fraction of each block updated per step
+      l2sp=0.0,  # adamw_l2sp: strength of the pull towards the initial (pre-trained) weights
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

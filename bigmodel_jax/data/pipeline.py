@@ -1,7 +1,7 @@
 """The language-model input pipeline on grain: documents -> tokens -> packed rows -> batches.
 
 source -> (train: shuffle, reshuffled every epoch) -> repeat -> tokenize + EOS
-  -> concat-then-split packing into rows of seq_len + 1 tokens
+  -> concat-then-split packing into rows of seq_len + 1 tokens -> (train: window shuffle of rows)
   -> inputs = row[:-1], targets = row[1:], weights -> global batch -> this process's rows.
 
 Packing is grain's `ConcatThenSplitIterDataset` rather than first-fit/best-fit: it wastes no
@@ -62,6 +62,7 @@ def make_lm_dataset(
     num_epochs: int | None = None,
     num_batches: int | None = None,
     read_options: grain.ReadOptions | None = None,
+    shuffle_window: int = 0,
 ) -> grain.DatasetIterator:
   """Makes this process's iterator over batches of packed language-model rows.
 
@@ -78,6 +79,8 @@ def make_lm_dataset(
     num_epochs: Passes over the source; None means forever for "train" and 1 otherwise.
     num_batches: If set, stop after this many batches (e.g. to cap an evaluation).
     read_options: Threads and prefetching for reading and tokenizing; grain's default if None.
+    shuffle_window: "train" only: shuffle packed rows within windows of this many rows, so that
+      one long document does not fill whole batches (0 or 1: no row shuffle).
 
   Returns:
     An iterator of {"inputs": int32[b, seq_len], "targets": int32[b, seq_len],
@@ -103,6 +106,8 @@ def make_lm_dataset(
   ds = ds.to_iter_dataset(read_options)
   ds = grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={_TOKENS: seq_len + 1})
   ds = ds.map(_to_example)
+  if training and shuffle_window > 1:
+    ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=shuffle_window, seed=seed)
   pad_batch = functools.partial(grain.experimental.batch_and_pad, batch_size=global_batch_size)
   ds = ds.batch(global_batch_size, batch_fn=pad_batch)
   local_batch = global_batch_size // process_count

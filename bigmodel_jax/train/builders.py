@@ -138,7 +138,8 @@ def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
                 process_index=jax.process_index(), process_count=jax.process_count())
   return LanguageModelData(
       tokenizer=tokenizer,
-      train_iterator=lambda: make_lm_dataset(source=sources["train"], split="train", **common),
+      train_iterator=lambda: make_lm_dataset(source=sources["train"], split="train",
+                                             shuffle_window=data.shuffle_window, **common),
       eval_batches=lambda: make_lm_dataset(source=sources["validation"], split="validation",
                                            num_epochs=1, num_batches=config.train.eval_batches,
                                            **common),
