@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/pretrain
 TEST_WORKERS ?= 2
+# Notebooks run with small settings by default (as in CI); `make notebooks SMALL=0` for full ones.
+SMALL ?= 1
 
 .PHONY: install test lint pretrain notebooks bench clean
 
@@ -27,7 +29,7 @@ pretrain: install
 notebooks: install
 	@ls notebooks/*.ipynb >/dev/null 2>&1 || { echo "no notebooks yet"; exit 0; }; \
 	for nb in notebooks/*.ipynb; do \
-	  SMALL=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --output-dir=runs/notebooks "$$nb" || exit 1; \
+	  SMALL=$(SMALL) $(VENV)/bin/jupyter nbconvert --to notebook --execute --output-dir=runs/notebooks "$$nb" || exit 1; \
 	done
 
 bench: install

@@ -51,6 +51,15 @@ def get_config() -> ml_collections.ConfigDict:
       checkpoint_every=200,
       keep_checkpoints=3,
       peak_flops_per_device=ml_collections.config_dict.placeholder(float),
+      hessian_every=0,  # > 0: log per-block top Hessian eigenvalues every this many steps
+      hessian_lanczos_steps=20,
+      hessian_blocks=(),  # path suffixes, e.g. ("attn/query/kernel", "mlp/up/kernel"); (): all
+  ))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      name="cross_entropy",  # cross_entropy | gem (Li et al., ICLR 2025)
+      beta=0.7,  # gem
+      h="linear",  # gem: linear | logsigmoid
   ))
 
   c.opt = ml_collections.ConfigDict(dict(
@@ -68,6 +77,10 @@ def get_config() -> ml_collections.ConfigDict:
       max_grad_norm=1.0,  # 0 disables clipping
       fraction=0.1,  # mofo: fraction of each block updated per step
       l2sp=0.0,  # adamw_l2sp: strength of the pull towards the initial (pre-trained) weights
+      clip_grad_value=0.0,  # lomo: element-wise gradient clipping, 0 disables
+      adalomo_decay_rate=0.8,  # adalomo: second-moment decay 1 - t^-rate
+      adalomo_clip_threshold=1.0,  # adalomo: update RMS clip per tensor
+      adalomo_param_scale_eps=1e-3,  # adalomo: step size lr * max(eps, RMS(p))
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -152,3 +152,19 @@ def test_pretrain_command_line_with_overrides(corpus, tmp_path):
     assert json.load(f)["opt"]["lr"] == 3e-4
   with open(workdir / "summary.json") as f:
     assert json.load(f)["steps"] == 4
+
+
+def test_trainer_logs_block_top_eigenvalues(corpus, tmp_path):
+  config = _config(corpus, tmp_path, steps=4)
+  config.train.update(hessian_every=2, hessian_lanczos_steps=5,
+                      hessian_blocks=("attn/query/kernel", "mlp/up/kernel"))
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir)
+  rows = [r for r in metrics.read_metrics(workdir) if any(k.startswith("hessian/") for k in r)]
+  assert [r["step"] for r in rows] == [0, 2]
+  values = {k: v for k, v in rows[0].items() if k.startswith("hessian/top_eig/")}
+  assert len(values) == 4  # two tensors x two layers
+  assert all(math.isfinite(v) and v > 0 for v in values.values()), values
+  config.train.hessian_blocks = ("no/such/kernel",)
+  with pytest.raises(ValueError, match="train.hessian_blocks"):
+    train_and_evaluate(config, str(tmp_path / "other"))

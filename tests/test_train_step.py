@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from bigmodel_jax import losses
 from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import builders, sharding
 from bigmodel_jax.train.state import init_train_state
@@ -103,3 +104,24 @@ def test_bad_model_config_names_the_key():
   config.model.update(num_heads=4, vocab_size=10)
   with pytest.raises(ValueError, match=r"model\.vocab_size"):
     builders.model_config(config.model, VOCAB)
+
+
+def test_training_loss_is_selected_by_config():
+  config = _config("llama")
+  assert builders.token_loss(config.loss) is losses.cross_entropy
+  config.loss.update(name="gem", beta=0.5)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:2])
+  model_config = builders.model_config(config.model, VOCAB)
+  optimizer, schedule = make_optimizer(config.opt, total_steps=100)
+  graphdef, state, _ = init_train_state(model_config, optimizer, mesh,
+                                        tuple(config.sharding_rules), seed=0)
+  batch = next(_batches(1))
+  gem_step = make_train_step(graphdef, optimizer, schedule,
+                             token_loss=builders.token_loss(config.loss))
+  ce_step = make_train_step(graphdef, optimizer, schedule)
+  _, gem_metrics = jax.jit(gem_step)(state, batch)
+  _, ce_metrics = jax.jit(ce_step)(state, batch)
+  assert float(gem_metrics["loss"]) != pytest.approx(float(ce_metrics["loss"]))
+  config.loss.name = "focal"
+  with pytest.raises(ValueError, match="loss.name"):
+    builders.token_loss(config.loss)

@@ -14,6 +14,11 @@ from collections.abc import Callable
 import ml_collections
 import optax
 
+from bigmodel_jax import blocks
+from bigmodel_jax.optim.adam_mini import adam_mini
+from bigmodel_jax.optim.l2sp import add_l2_towards_init
+from bigmodel_jax.optim.lomo import adalomo, lomo, stacked_layers
+from bigmodel_jax.optim.mofo import mofo
 from bigmodel_jax.optim.weight_decay import decay_mask
 
 OptimizerBuilder = Callable[
@@ -132,11 +137,8 @@ def _lion(opt, lr):
   return optax.lion(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=decay_mask)
 
 
-
 @register("adam_mini")
 def _adam_mini(opt, lr):
-  from bigmodel_jax.optim.adam_mini import adam_mini
-
   _warn_outside_convergence_region(opt)
   return adam_mini(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
                    weight_decay_mask=decay_mask)
@@ -145,9 +147,35 @@ def _adam_mini(opt, lr):
 @register("adam_mini_per_tensor")
 def _adam_mini_per_tensor(opt, lr):
   # The ablation of the paper: one block per (per-layer) tensor, unstable on GPT-2.
-  from bigmodel_jax import blocks
-  from bigmodel_jax.optim.adam_mini import adam_mini
-
   _warn_outside_convergence_region(opt)
   return adam_mini(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
                    weight_decay_mask=decay_mask, partition=blocks.per_tensor)
+
+
+@register("mofo")
+def _mofo(opt, lr):
+  _warn_outside_convergence_region(opt)
+  return mofo(lr, fraction=opt.fraction, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+              weight_decay=opt.weight_decay, weight_decay_mask=decay_mask)
+
+
+@register("adamw_l2sp")
+def _adamw_l2sp(opt, lr):
+  # The pull is added after the factory's gradient clipping, before Adam's normalisation.
+  return optax.chain(add_l2_towards_init(opt.l2sp), _adamw(opt, lr))
+
+
+@register("lomo")
+def _lomo(opt, lr):
+  # The unfused reference; bigmodel_jax.train.fused_step runs the same transform layer by layer.
+  return lomo(lr, weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
+              clip_grad_value=opt.clip_grad_value or None)
+
+
+@register("adalomo")
+def _adalomo(opt, lr):
+  return adalomo(lr, decay_rate=opt.adalomo_decay_rate,
+                 clip_threshold=opt.adalomo_clip_threshold,
+                 param_scale_eps=opt.adalomo_param_scale_eps,
+                 weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
+                 layer_axes=stacked_layers)

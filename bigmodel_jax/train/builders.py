@@ -12,6 +12,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
+from bigmodel_jax import losses
 from bigmodel_jax.data import (
     TOKENIZER_NAMES,
     ByteTokenizer,
@@ -145,3 +146,12 @@ def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
                                            **common),
       bytes_per_token=bytes_per_token(sources["validation"], tokenizer),
   )
+
+
+def token_loss(loss: ml_collections.ConfigDict):
+  """The training loss of the `loss` section: cross_entropy, or gem with beta and h."""
+  options = {} if loss.name in ("cross_entropy", "ce") else {"beta": loss.beta, "h": loss.h}
+  try:
+    return losses.make_token_loss(loss.name, **options)
+  except ValueError as e:
+    raise ValueError(f"loss.name: {e}") from e

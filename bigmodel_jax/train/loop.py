@@ -16,8 +16,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import builders, checkpointing, flops, metrics, plots, sharding
+from bigmodel_jax.train.hessian_logging import make_block_eigenvalue_logger
 from bigmodel_jax.train.state import abstract_train_state, init_train_state
-from bigmodel_jax.train.step import make_eval_step, make_train_step
+from bigmodel_jax.train.step import make_eval_step, make_loss_fn, make_train_step
 
 
 def _global_batch(batch: dict[str, np.ndarray], batch_sharding: NamedSharding):
@@ -89,12 +90,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   train_step = jax.jit(
-      make_train_step(graphdef, optimizer, schedule, train_cfg.grad_accum_steps),
+      make_train_step(graphdef, optimizer, schedule, train_cfg.grad_accum_steps,
+                      builders.token_loss(config.loss)),
       in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
       donate_argnums=0)
   eval_step = jax.jit(make_eval_step(graphdef),
                       in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)
+
+  log_hessian = None
+  if train_cfg.hessian_every > 0:
+    log_hessian = make_block_eigenvalue_logger(
+        make_loss_fn(graphdef), abstract_state.params, seed=config.seed,
+        num_steps=train_cfg.hessian_lanczos_steps, patterns=tuple(train_cfg.hessian_blocks))
 
   tokens_per_step = train_cfg.global_batch_size * config.data.seq_len
   flops_per_step = flops.flops_per_token(model_config, config.data.seq_len) * tokens_per_step
@@ -106,7 +114,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_time, timed_steps, window_start, window_steps = 0.0, 0, time.time(), 0
   try:
     for step in range(first_step, train_cfg.steps):
-      state, step_metrics = train_step(state, _global_batch(next(train_iter), batch_sharding))
+      batch = _global_batch(next(train_iter), batch_sharding)
+      if log_hessian and step % train_cfg.hessian_every == 0:  # at the pre-update parameters
+        paused = time.time()
+        writer.write(step, log_hessian(state.params, batch, step))
+        window_start += time.time() - paused  # not training time
+      state, step_metrics = train_step(state, batch)
       window_steps += 1
       done = step + 1
       if done % train_cfg.log_every == 0 or done == train_cfg.steps:
@@ -127,11 +140,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         window_start, window_steps = time.time(), 0
       bar.update(1)
       if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
+        paused = time.time()
         eval_loss, _ = evaluate(eval_step, state.params, data.eval_batches(), batch_sharding)
         writer.write(done, {"eval_loss": eval_loss,
                             "eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token})
         bar.write(f"step {done}: validation loss {eval_loss:.4f} nats/token")
-        window_start = time.time()
+        window_start += time.time() - paused  # not training time
       if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
         checkpointing.save(manager, done, state, train_iter.get_state(), identity)
   finally:

@@ -23,23 +23,21 @@ def state_bytes(model_config: TransformerConfig, optimizer: optax.GradientTransf
   return num_params, tree_bytes(abstract.params), tree_bytes(abstract.opt_state)
 
 
-def compiled_step_peak_bytes(model_config: TransformerConfig, optimizer, schedule, mesh: Mesh,
-                             rules, *, global_batch_size: int, seq_len: int,
-                             grad_accum_steps: int = 1) -> int:
-  """Peak bytes per device of the jitted train step, from XLA's memory analysis.
+def compiled_peak_bytes(make_step, model_config: TransformerConfig, optimizer, mesh: Mesh, rules,
+                        *, global_batch_size: int, seq_len: int) -> int:
+  """Peak bytes per device of a jitted train step, from XLA's memory analysis (compile only).
 
   Peak = arguments + outputs - donated (aliased) buffers + temporaries. The step is lowered and
   compiled on abstract inputs only.
 
   Args:
+    make_step: graphdef -> train_step(state, batch), e.g. a partial of `make_train_step`.
     model_config: the model configuration.
     optimizer: the optax transformation.
-    schedule: the learning-rate schedule.
     mesh: the device mesh.
     rules: logical-to-mesh axis rules.
     global_batch_size: sequences per step.
     seq_len: tokens per sequence.
-    grad_accum_steps: micro-batches per step.
 
   Returns:
     The peak device memory in bytes.
@@ -50,9 +48,18 @@ def compiled_step_peak_bytes(model_config: TransformerConfig, optimizer, schedul
   tokens = jax.ShapeDtypeStruct((global_batch_size, seq_len), jnp.int32, sharding=batch_sharding)
   batch = {"inputs": tokens, "targets": tokens,
            "weights": jax.ShapeDtypeStruct(tokens.shape, jnp.float32, sharding=batch_sharding)}
-  step = jax.jit(make_train_step(graphdef, optimizer, schedule, grad_accum_steps),
-                 in_shardings=(state_shardings, batch_sharding),
+  step = jax.jit(make_step(graphdef), in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)
   analysis = step.lower(abstract, batch).compile().memory_analysis()
   return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
              - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+
+
+def compiled_step_peak_bytes(model_config: TransformerConfig, optimizer, schedule, mesh: Mesh,
+                             rules, *, global_batch_size: int, seq_len: int,
+                             grad_accum_steps: int = 1) -> int:
+  """Peak bytes per device of the standard (unfused) train step; see `compiled_peak_bytes`."""
+  return compiled_peak_bytes(
+      lambda graphdef: make_train_step(graphdef, optimizer, schedule, grad_accum_steps),
+      model_config, optimizer, mesh, rules, global_batch_size=global_batch_size,
+      seq_len=seq_len)

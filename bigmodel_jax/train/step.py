@@ -19,11 +19,13 @@ from bigmodel_jax.train.state import TrainState
 Batch = dict[str, jax.Array]
 
 
-def make_loss_fn(graphdef: nnx.GraphDef) -> Callable:
-  """The summed token cross-entropy of a batch as a function of the parameters.
+def make_loss_fn(graphdef: nnx.GraphDef, token_loss: Callable = losses.cross_entropy
+                 ) -> Callable:
+  """The summed token loss of a batch as a function of the parameters.
 
   Args:
     graphdef: the model's static graph from `nnx.split`.
+    token_loss: (logits, targets, weights) -> (sum, weight), e.g. `losses.make_token_loss(...)`.
 
   Returns:
     loss_fn(params, batch) -> (loss_sum, weight_sum).
@@ -32,7 +34,7 @@ def make_loss_fn(graphdef: nnx.GraphDef) -> Callable:
   def loss_fn(params, batch: Batch):
     model = nnx.merge(graphdef, params)
     logits = model(batch["inputs"])
-    return losses.cross_entropy(logits, batch["targets"], batch["weights"])
+    return token_loss(logits, batch["targets"], batch["weights"])
 
   return loss_fn
 
@@ -74,7 +76,8 @@ def summed_loss_and_grads(loss_fn: Callable, params, batch: Batch, grad_accum_st
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum_steps: int = 1) -> Callable:
+                    schedule: optax.Schedule, grad_accum_steps: int = 1,
+                    token_loss: Callable = losses.cross_entropy) -> Callable:
   """The training step.
 
   Args:
@@ -82,12 +85,13 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     optimizer: the optax transformation (clipping included).
     schedule: the learning-rate schedule, only for logging.
     grad_accum_steps: micro-batches per optimizer step.
+    token_loss: the training loss (default cross-entropy; `losses.gem_loss` for GEM).
 
   Returns:
-    train_step(state, batch) -> (new_state, metrics) with metrics loss (nats/token), grad_norm,
+    train_step(state, batch) -> (new_state, metrics) with metrics loss (per token), grad_norm,
     update_norm, param_norm, lr and tokens.
   """
-  loss_fn = make_loss_fn(graphdef)
+  loss_fn = make_loss_fn(graphdef, token_loss)
 
   def train_step(state: TrainState, batch: Batch):
     loss_sum, weight_sum, grads = summed_loss_and_grads(
@@ -115,6 +119,7 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
     graphdef: the model's static graph.
 
   Returns:
-    eval_step(params, batch) -> (loss_sum, weight_sum) for accumulation over batches.
+    eval_step(params, batch) -> (cross-entropy sum, weight_sum) for accumulation over batches;
+    evaluation is always the cross-entropy (nats/token), whatever the training loss.
   """
   return make_loss_fn(graphdef)

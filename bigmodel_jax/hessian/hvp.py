@@ -1,0 +1,241 @@
+"""Hessian-vector products over parameter pytrees, whole-model and block-restricted.
+
+`hvp` computes H v by forward-over-reverse autodiff (one jvp of the gradient, about the cost of
+two or three gradients) and falls back to reverse-over-reverse for code that blocks forward mode
+(custom_vjp kernels). `mean_loss` turns a per-batch loss into the mean over a fixed list of
+batches (the authors' code sums over micro-batches, which scales every eigenvalue by their
+count). `Block` names one block of `bigmodel_jax.blocks` (one tensor, one layer slice of a stacked
+tensor, or a finer cut) and `block_hvp` computes exactly H_bb v_b for it: the product is taken
+with respect to that leaf only (the other leaves get no tangent) and masked to the block.
+
+Reference: Zhang et al., "Why Transformers Need Adam: A Hessian Perspective" (NeurIPS 2024), Sec. 3.
+"""
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bigmodel_jax import blocks as blocks_lib
+
+LossFn = Callable[..., jax.Array]
+MODES = ("auto", "forward_over_reverse", "reverse_over_reverse")
+
+
+def tree_vdot(a, b) -> jax.Array:
+  """Sum over leaves of <a_leaf, b_leaf> (in the promoted dtype of the leaves)."""
+  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _forward_over_reverse(loss_fn: LossFn, params, vector):
+  return jax.jvp(jax.grad(loss_fn), (params,), (vector,))[1]
+
+
+def _reverse_over_reverse(loss_fn: LossFn, params, vector):
+  return jax.grad(lambda p: tree_vdot(jax.grad(loss_fn)(p), vector))(params)
+
+
+def _forward_mode_works(loss_fn: LossFn, params, vector) -> bool:
+  try:
+    jax.eval_shape(lambda p, v: _forward_over_reverse(loss_fn, p, v), params, vector)
+  except (TypeError, NotImplementedError, ValueError):
+    return False
+  return True
+
+
+def hvp(loss_fn: LossFn, params, vector, mode: str = "auto"):
+  """The Hessian-vector product H v of a scalar loss at `params`.
+
+  Args:
+    loss_fn: loss_fn(params) -> scalar (close over the batch, or use `mean_loss`).
+    params: the parameter pytree (may be sharded; the product keeps the parameters' shardings).
+    vector: a pytree with the structure, shapes and dtypes of `params`.
+    mode: "forward_over_reverse" (jvp of grad), "reverse_over_reverse" (grad of <grad, v>), or
+      "auto": forward-over-reverse unless tracing it fails (e.g. a custom_vjp kernel), then
+      reverse-over-reverse.
+
+  Returns:
+    H v, a pytree like `params`.
+  """
+  if mode not in MODES:
+    raise ValueError(f"hvp mode must be one of {MODES}, got {mode!r}")
+  if mode == "auto":
+    mode = ("forward_over_reverse" if _forward_mode_works(loss_fn, params, vector)
+            else "reverse_over_reverse")
+  if mode == "forward_over_reverse":
+    return _forward_over_reverse(loss_fn, params, vector)
+  return _reverse_over_reverse(loss_fn, params, vector)
+
+
+def mean_loss(loss_fn: Callable, batches) -> LossFn:
+  """The mean of `loss_fn(params, batch)` over a fixed list of batches (a mean, never a sum).
+
+  Args:
+    loss_fn: loss_fn(params, batch) -> scalar mean loss of one batch.
+    batches: a list of batches (pytrees of equal shapes) or one pytree stacked on axis 0.
+
+  Returns:
+    f(params) -> scalar, evaluated batch by batch with `lax.scan` (memory of one batch).
+  """
+  if isinstance(batches, list | tuple):
+    batches = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+  num = jax.tree.leaves(batches)[0].shape[0]
+
+  def f(params):
+    def body(total, batch):
+      return total + loss_fn(params, batch), None
+
+    first = jax.tree.map(lambda x: x[0], batches)
+    zero = jnp.zeros_like(jax.eval_shape(loss_fn, params, first))
+    total, _ = jax.lax.scan(body, zero, batches)
+    return total / num
+
+  return f
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """One Hessian block: entries of one leaf that share one block of `bigmodel_jax.blocks`.
+
+  Attributes:
+    path: the leaf path, e.g. ("layers", "attn", "query", "kernel").
+    leaf_index: position of the leaf in `jax.tree.leaves(params)`.
+    shape: the leaf's shape.
+    axes: the block axes (from `blocks.resolve`); the other axes index the blocks.
+    index: the block's index on the non-block axes (for a stacked leaf with per-tensor blocks,
+      the layer), in the order of those axes.
+  """
+
+  path: tuple[str, ...]
+  leaf_index: int
+  shape: tuple[int, ...]
+  axes: tuple[int, ...]
+  index: tuple[int, ...]
+
+  @property
+  def name(self) -> str:
+    """A readable name, e.g. "layers/attn/query/kernel[1]"."""
+    suffix = "[" + ",".join(map(str, self.index)) + "]" if self.index else ""
+    return "/".join(self.path) + suffix
+
+  @property
+  def size(self) -> int:
+    """Number of parameters in the block (the dimension of H_bb)."""
+    return int(np.prod([self.shape[a] for a in self.axes], dtype=np.int64))
+
+  @property
+  def index_axes(self) -> tuple[int, ...]:
+    """The leaf axes that index blocks."""
+    return tuple(a for a in range(len(self.shape)) if a not in self.axes)
+
+
+def list_blocks(params, partition=None) -> list[Block]:
+  """Every block of `params` under a partition of `bigmodel_jax.blocks`.
+
+  Args:
+    params: the parameter pytree (arrays or ShapeDtypeStructs).
+    partition: anything `blocks.resolve` accepts; None is one block per (per-layer) tensor, the
+      paper's choice.
+
+  Returns:
+    The blocks, leaf by leaf in tree order, then in row-major order of the block index.
+  """
+  axes_tree = blocks_lib.resolve(partition, params)
+  out = []
+  flat = jax.tree_util.tree_leaves_with_path(params)
+  for i, ((kp, leaf), axes) in enumerate(zip(flat, jax.tree.leaves(axes_tree,
+                                                                     is_leaf=blocks_lib.is_axes))):
+    shape = tuple(np.shape(leaf))
+    counts = [shape[a] for a in range(len(shape)) if a not in axes]
+    for index in itertools.product(*(range(c) for c in counts)):
+      out.append(Block(blocks_lib.path_names(kp), i, shape, tuple(axes), tuple(index)))
+  return out
+
+
+def select_blocks(all_blocks: Sequence[Block], patterns: Sequence[str],
+                  layers: Sequence[int] | None = None) -> list[Block]:
+  """The blocks whose name path ends with one of `patterns` (component-wise), in given layers.
+
+  Args:
+    all_blocks: from `list_blocks`.
+    patterns: path suffixes such as "attn/query/kernel" or "embed/embedding".
+    layers: for blocks with an index (stacked layers), keep only these first-index values.
+
+  Returns:
+    The selected blocks in the order of `patterns`, then of the index.
+
+  Raises:
+    ValueError: naming a pattern that matches no block.
+  """
+  chosen = []
+  for pattern in patterns:
+    want = tuple(pattern.split("/"))
+    hits = [b for b in all_blocks if b.path[-len(want):] == want
+            and (layers is None or not b.index or b.index[0] in layers)]
+    if not hits:
+      raise ValueError(f"block pattern {pattern!r} matches no parameter block "
+                       f"(layers={layers}); blocks are e.g. {[b.name for b in all_blocks[:5]]}")
+    chosen += hits
+  return chosen
+
+
+def block_mask(block: Block, index=None, dtype=jnp.float32) -> jax.Array:
+  """The 0/1 mask of `block` inside its leaf (`index` may be traced; default block.index)."""
+  index = block.index if index is None else index
+  mask = jnp.ones(block.shape, dtype=bool)
+  for axis, i in zip(block.index_axes, index if len(block.index_axes) else ()):
+    shape = [1] * len(block.shape)
+    shape[axis] = block.shape[axis]
+    mask = mask & (jnp.arange(block.shape[axis]).reshape(shape) == i)
+  return mask.astype(dtype)
+
+
+def _with_leaf(params, leaf_index: int, value):
+  leaves, treedef = jax.tree.flatten(params)
+  leaves[leaf_index] = value
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def leaf_hvp(loss_fn: LossFn, params, leaf_index: int, vector: jax.Array,
+             mode: str = "auto") -> jax.Array:
+  """The product of the Hessian block of one whole leaf with `vector` (leaf-shaped).
+
+  Only that leaf is differentiated, so the backward pass skips the other weight gradients.
+
+  Args:
+    loss_fn: loss_fn(params) -> scalar.
+    params: the parameters.
+    leaf_index: position of the leaf in `jax.tree.leaves(params)`.
+    vector: an array with the leaf's shape.
+    mode: as in `hvp`.
+
+  Returns:
+    H_{leaf,leaf} vector, leaf-shaped.
+  """
+  leaf = jax.tree.leaves(params)[leaf_index]
+  restricted = lambda x: loss_fn(_with_leaf(params, leaf_index, x))
+  return hvp(restricted, leaf, vector.astype(leaf.dtype), mode)
+
+
+def block_hvp(loss_fn: LossFn, params, block: Block, vector: jax.Array, index=None,
+              mode: str = "auto") -> jax.Array:
+  """Exactly H_bb v_b for one block, as a leaf-shaped array that is zero off the block.
+
+  Args:
+    loss_fn: loss_fn(params) -> scalar.
+    params: the parameters.
+    block: the block (from `list_blocks`).
+    vector: leaf-shaped; only its entries in the block are used.
+    index: optional (traced) block index overriding `block.index`, so one compiled function
+      serves every layer of a stacked leaf.
+    mode: as in `hvp`.
+
+  Returns:
+    H_bb v_b embedded in the leaf's shape (zeros outside the block), in the leaf's dtype.
+  """
+  leaf = jax.tree.leaves(params)[block.leaf_index]
+  mask = block_mask(block, index, leaf.dtype)
+  return mask * leaf_hvp(loss_fn, params, block.leaf_index, mask * vector, mode)

@@ -1,0 +1,286 @@
+"""Fine-tuning from a pre-training checkpoint, and the forgetting comparison of several methods.
+
+`run_comparison(config, workdir)`: restore the parameters of an experiments.pretrain workdir
+(`config.init_from`; the model config comes from the checkpoint, its optimizer state is not
+restored), then for every method x learning rate of `config.finetune`: a fresh optimizer from the
+factory, `finetune.steps` steps on the generated arithmetic domain, and the figures of the run:
+
+  ft_loss, ft_accuracy      validation loss (nats/token) and exact-match accuracy on held-out
+                            problems (greedy decoding)
+  pretrain_loss, forgetting validation loss on the pre-training corpus, and its increase over the
+                            pre-trained model's
+  l2_distance, fraction_changed   ||p - p0|| and the fraction of entries with p != p0
+
+Outputs in the workdir: config.json, metrics.jsonl (one row per logged step and one per finished
+run, each with its "run"), summary.json (every run, the best learning rate of every method, the
+target check) and forgetting_vs_accuracy.png.
+"""
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from bigmodel_jax.data import ByteTokenizer, arithmetic, make_lm_dataset
+from bigmodel_jax.optim.factory import make_optimizer
+from bigmodel_jax.train import builders, checkpointing, metrics, sharding
+from bigmodel_jax.train.loop import evaluate
+from bigmodel_jax.train.state import TrainState, abstract_model, state_shardings
+from bigmodel_jax.train.step import make_eval_step, make_train_step
+
+METHOD_PARAMETER = {"mofo": "fraction", "adamw_l2sp": "l2sp"}
+
+
+def restore_pretrained(init_from: str, mesh, rules):
+  """The model config, graph and parameters of the latest checkpoint of a pretrain workdir.
+
+  Args:
+    init_from: the workdir of experiments.pretrain (holds checkpoints/).
+    mesh: the device mesh.
+    rules: logical-to-mesh axis rules.
+
+  Returns:
+    (TransformerConfig, graphdef, params sharded on `mesh`, checkpoint step).
+  """
+  directory = os.path.join(init_from, "checkpoints")
+  if not init_from or not os.path.isdir(directory):
+    raise ValueError(f"init_from={init_from!r} holds no checkpoints/ of experiments.pretrain")
+  manager = checkpointing.make_manager(directory, max_to_keep=1_000_000, async_save=False)
+  step = manager.latest_step()
+  if step is None:
+    raise ValueError(f"init_from={init_from!r}: no finished checkpoint in {directory}")
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  model_config = builders.model_config(ml_collections.ConfigDict(meta["model"]), None)
+  graphdef, abstract_params = abstract_model(model_config)
+  shardings = sharding.param_shardings(abstract_params, mesh, rules)
+  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        nnx.to_pure_dict(abstract_params), shardings)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item={"params": target}, restore_args=ocp.checkpoint_utils.construct_restore_args(
+          {"params": target}), partial_restore=True)))
+  manager.close()
+  return model_config, graphdef, restored["state"]["params"], step
+
+
+def parse_method(method: str) -> tuple[str, dict]:
+  """"mofo@0.1" -> ("mofo", {"fraction": 0.1}); "adamw" -> ("adamw", {})."""
+  name, _, value = method.partition("@")
+  if not value:
+    return name, {}
+  if name not in METHOD_PARAMETER:
+    raise ValueError(f"finetune.methods: {method!r}: only {sorted(METHOD_PARAMETER)} take "
+                     "a parameter after '@'")
+  return name, {METHOD_PARAMETER[name]: float(value)}
+
+
+def method_opt(opt: ml_collections.ConfigDict, method: str, lr: float):
+  """The `opt` section of one run: `opt` with the method's name, parameter and learning rate."""
+  name, overrides = parse_method(method)
+  run_opt = ml_collections.ConfigDict(opt.to_dict())
+  run_opt.update(name=name, lr=lr, **overrides)
+  return run_opt
+
+
+@jax.jit
+def distance_to(params, init_params) -> dict:
+  """L2 distance and fraction of changed entries between two parameter pytrees."""
+  diffs = jax.tree.leaves(jax.tree.map(lambda p, q: (p - q).astype(jnp.float32), params,
+                                       init_params))
+  changed = sum(jnp.sum(d != 0) for d in diffs)
+  total = sum(d.size for d in diffs)
+  return {"l2_distance": jnp.sqrt(sum(jnp.sum(d * d) for d in diffs)),
+          "fraction_changed": changed / total}
+
+
+class Context:
+  """What every run shares: mesh, model graph, pre-trained params, data and jitted evaluations."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    ft = config.finetune
+    if ft.task != "arithmetic":
+      raise ValueError(f"finetune.task must be 'arithmetic', got {ft.task!r}")
+    self.mesh, self.rules = builders.mesh_and_rules(config)
+    builders.check_batch_divisibility(ft.batch_size, 1, self.mesh)
+    self.model_config, self.graphdef, self.init_params, self.init_step = restore_pretrained(
+        config.init_from, self.mesh, self.rules)
+    self.tokenizer = ByteTokenizer()
+    if self.model_config.vocab_size < self.tokenizer.vocab_size:
+      raise ValueError("the pre-trained model's vocabulary is smaller than the byte tokenizer's")
+    self.sources = {split: arithmetic.ArithmeticSource(
+        split=split, digits=ft.digits, validation_fraction=ft.validation_fraction,
+        seed=ft.split_seed) for split in arithmetic.SPLITS}
+    self.pretrain_data = builders.make_data(config)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+    params_shardings = jax.tree.map(lambda x: x.sharding, self.init_params)
+    self.eval_step = jax.jit(make_eval_step(self.graphdef),
+                             in_shardings=(params_shardings, self.batch_sharding),
+                             out_shardings=NamedSharding(self.mesh, PartitionSpec()))
+    self.decode = arithmetic.make_greedy_decoder(self.graphdef, ft.digits + 1)
+
+  def ft_batches(self, split: str, **kwargs):
+    ft = self.config.finetune
+    return make_lm_dataset(source=self.sources[split], tokenizer=self.tokenizer, split=split,
+                           seq_len=ft.seq_len, global_batch_size=ft.batch_size,
+                           seed=self.config.seed, **kwargs)
+
+  def measure(self, params) -> dict:
+    """ft_loss, ft_accuracy, pretrain_loss, l2_distance and fraction_changed of `params`."""
+    ft = self.config.finetune
+    ft_loss, _ = evaluate(self.eval_step, params, self.ft_batches(
+        "validation", num_epochs=1, num_batches=ft.eval_batches), self.batch_sharding)
+    pretrain_loss, _ = evaluate(self.eval_step, params, self.pretrain_data.eval_batches(),
+                                self.batch_sharding)
+    accuracy = arithmetic.exact_match_accuracy(
+        self.decode, params, self.sources["validation"], self.tokenizer, ft.accuracy_problems)
+    distance = jax.device_get(distance_to(params, self.init_params))
+    return {"ft_loss": ft_loss, "ft_accuracy": accuracy, "pretrain_loss": pretrain_loss,
+            **{k: float(v) for k, v in distance.items()}}
+
+
+def _initial_state(context: Context, optimizer) -> tuple[TrainState, TrainState]:
+  """A TrainState at the pre-trained params with a fresh optimizer state, and its shardings."""
+  _, abstract_params = abstract_model(context.model_config)
+  shardings = state_shardings(abstract_params, optimizer, context.mesh, context.rules)
+  params = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=shardings.params)(
+      context.init_params)
+  opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+  return TrainState(jnp.zeros((), jnp.int32), params, opt_state), shardings
+
+
+def finetune_run(context: Context, method: str, lr: float, writer, bar) -> dict:
+  """Fine-tunes the pre-trained model with one method and learning rate; returns its figures."""
+  ft = context.config.finetune
+  run = f"{method}/lr={lr:g}"
+  optimizer, schedule = make_optimizer(method_opt(context.config.opt, method, lr), ft.steps)
+  state, shardings = _initial_state(context, optimizer)
+  replicated = NamedSharding(context.mesh, PartitionSpec())
+  train_step = jax.jit(make_train_step(context.graphdef, optimizer, schedule,
+                                       token_loss=builders.token_loss(context.config.loss)),
+                       in_shardings=(shardings, context.batch_sharding),
+                       out_shardings=(shardings, replicated), donate_argnums=0)
+  batches = context.ft_batches("train")
+  start = time.time()
+  for step in range(1, ft.steps + 1):
+    batch = {k: jax.make_array_from_process_local_data(context.batch_sharding, v)
+             for k, v in next(batches).items()}
+    state, step_metrics = train_step(state, batch)
+    if step % ft.log_every == 0 or step == ft.steps:
+      step_metrics = jax.device_get(step_metrics)
+      if not math.isfinite(float(step_metrics["loss"])):
+        raise FloatingPointError(f"{run}: non-finite loss at step {step}")
+      writer.write(step, {"run": run, "loss": step_metrics["loss"], "lr": step_metrics["lr"]})
+      bar.set_postfix(run=run, loss=f"{float(step_metrics['loss']):.3f}")
+    bar.update(1)
+  return {"run": run, "method": method, "lr": lr, "steps": ft.steps,
+          "train_time_s": time.time() - start, **context.measure(state.params)}
+
+
+def best_per_method(runs: list[dict]) -> dict:
+  """For every method, its run with the highest accuracy (ties: lowest fine-tune loss)."""
+  best = {}
+  for run in runs:
+    key = (run["ft_accuracy"], -run["ft_loss"])
+    current = best.get(run["method"])
+    if current is None or key > (current["ft_accuracy"], -current["ft_loss"]):
+      best[run["method"]] = run
+  return best
+
+
+def target_check(best: dict, method: str, baseline: str) -> dict | None:
+  """Whether `method` keeps accuracy within 2 points of `baseline` and forgets <= half as much."""
+  if method not in best or baseline not in best:
+    return None
+  ours, theirs = best[method], best[baseline]
+  accuracy_gap = 100 * (theirs["ft_accuracy"] - ours["ft_accuracy"])
+  ratio = (ours["forgetting"] / theirs["forgetting"] if theirs["forgetting"] > 0
+           else float("inf"))
+  return {"method": method, "baseline": baseline, "accuracy_gap_points": accuracy_gap,
+          "forgetting_ratio": ratio, "accuracy_within_2_points": accuracy_gap <= 2,
+          "forgetting_at_most_half": ratio <= 0.5, "met": accuracy_gap <= 2 and ratio <= 0.5}
+
+
+def plot_forgetting(runs: list[dict], best: dict, path: str) -> None:
+  """Forgetting against fine-tune accuracy, a point per run, the best run of each method ringed."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for i, method in enumerate(sorted({r["method"] for r in runs})):
+    color = f"C{i}"
+    points = [(100 * r["ft_accuracy"], r["forgetting"]) for r in runs if r["method"] == method]
+    ax.scatter(*zip(*points), color=color, label=method, alpha=0.6)
+    top = best[method]
+    ax.scatter([100 * top["ft_accuracy"]], [top["forgetting"]], s=160, facecolors="none",
+               edgecolors=color, linewidths=2)
+    ax.annotate(f"lr={top['lr']:g}", (100 * top["ft_accuracy"], top["forgetting"]),
+                textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
+  ax.set_xlabel("fine-tune exact-match accuracy (%)")
+  ax.set_ylabel("forgetting: increase of pre-training validation loss (nats/token)")
+  ax.set_title("forgetting vs fine-tune accuracy (ringed: best lr per method)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _write_json(path: str, value) -> None:
+  with open(path, "w") as f:
+    json.dump(value, f, indent=2)
+
+
+def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Fine-tunes with every method x learning rate of `config.finetune`; writes the outputs.
+
+  Args:
+    config: see configs/finetune_forgetting.py.
+    workdir: output directory (config.json, metrics.jsonl, summary.json, PNG).
+
+  Returns:
+    The summary written to summary.json.
+  """
+  start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  ft = config.finetune
+  for method in ft.methods:
+    parse_method(method)  # fail early on a bad method
+  context = Context(config)
+  before = context.measure(context.init_params)
+  writer = metrics.MetricWriter(workdir)
+  writer.write(0, {"run": "pretrained", **before})
+  runs = []
+  bar = metrics.progress_bar(len(ft.methods) * len(ft.lrs) * ft.steps, 0)
+  try:
+    for method in ft.methods:
+      for lr in ft.lrs:
+        run = finetune_run(context, method, lr, writer, bar)
+        run["forgetting"] = run["pretrain_loss"] - before["pretrain_loss"]
+        writer.write(ft.steps, {k: v for k, v in run.items() if k != "steps"})
+        bar.write(f"{run['run']}: accuracy {100 * run['ft_accuracy']:.1f}%, ft loss "
+                  f"{run['ft_loss']:.4f}, forgetting {run['forgetting']:+.4f}, changed "
+                  f"{100 * run['fraction_changed']:.1f}%")
+        runs.append(run)
+  finally:
+    bar.close()
+    writer.close()
+  best = best_per_method(runs)
+  summary = {"init_from": config.init_from, "init_step": context.init_step,
+             "num_params": context.model_config.num_params(), "pretrained": before,
+             "runs": runs, "best_per_method": best,
+             "target": target_check(best, ft.target_method, ft.target_baseline),
+             "wall_time_s": time.time() - start}
+  _write_json(os.path.join(workdir, "summary.json"), summary)
+  plot_forgetting(runs, best, os.path.join(workdir, "forgetting_vs_accuracy.png"))
+  return summary

@@ -1,0 +1,115 @@
+r"""MoFO's update time against optax.adamw's: `python -m experiments.bench_mofo --out=bench.json`.
+
+Both optimizers update random gradients of a model's parameter shapes (default: GPT-2 124M,
+124M parameters: 38.6M embedding + 12 stacked layers) on this machine, in the same process,
+with interleaved repetitions; the figure is the median of the per-repetition ratios MoFO /
+AdamW. Each update is `jax.jit(optimizer.update)` (moments, selection, decay, learning rate;
+not `apply_updates`), timed with `block_until_ready`, after one compiling call. The time of the
+threshold selection alone (`mofo.momentum_mask` on every leaf) is reported too.
+
+Prints and writes one JSON object (to --out).
+"""
+
+import importlib
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from absl import app, flags
+from flax import nnx
+
+from bigmodel_jax import blocks
+from bigmodel_jax.optim import mofo
+from bigmodel_jax.train import builders, state
+
+_MODEL = flags.DEFINE_string("model", "gpt2:124m", "configs/<file>.py:<arg> of the model shapes.")
+_FRACTION = flags.DEFINE_float("fraction", 0.1, "MoFO fraction.")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Interleaved timed repetitions.")
+_OUT = flags.DEFINE_string("out", None, "Where to write the JSON result.")
+
+HYPER = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
+
+
+def parameter_shapes(name: str):
+  """Abstract parameters of `configs/<file>.py:<arg>`'s model (nothing allocated)."""
+  module, _, arg = name.partition(":")
+  config = importlib.import_module(f"configs.{module}").get_config(*([arg] if arg else []))
+  model_config = builders.model_config(config.model, 257)
+  return nnx.to_pure_dict(state.abstract_model(model_config)[1])
+
+
+def random_tree(shapes, seed: int):
+  """Normal random arrays of the shapes of `shapes` (one jitted call)."""
+  leaves, treedef = jax.tree.flatten(shapes)
+
+  def make(key):
+    keys = jax.random.split(key, len(leaves))
+    return [jax.random.normal(keys[i], x.shape, jnp.float32) * 1e-2
+            for i, x in enumerate(leaves)]
+
+  return treedef.unflatten(jax.jit(make)(jax.random.key(seed)))
+
+
+def _timed(fn, *args) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
+def _select_all(mu, fraction):
+  specs = blocks.resolve_blocks(mofo.default_partition, mu)
+  return jax.tree.map(lambda m, s: mofo.momentum_mask(m, s, fraction), mu, specs)
+
+
+def benchmark(model: str, fraction: float, repeats: int) -> dict:
+  """Median update-time ratio MoFO / AdamW (and the selection's share) on `model`'s shapes."""
+  shapes = parameter_shapes(model)
+  params, grads, mu = (random_tree(shapes, seed) for seed in range(3))
+  optimizers = {"adamw": optax.adamw(1e-3, mask=mofo.decay_mask, **HYPER),
+                "mofo": mofo.mofo(1e-3, fraction=fraction, **HYPER)}
+  updates = {name: jax.jit(opt.update) for name, opt in optimizers.items()}
+  states = {name: opt.init(params) for name, opt in optimizers.items()}
+  select = jax.jit(_select_all, static_argnums=1)
+  calls = {name: (fn, grads, states[name], params) for name, fn in updates.items()}
+  calls["selection"] = (select, mu, fraction)
+  for fn, *args in calls.values():  # compile
+    _timed(fn, *args)
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, (fn, *args) in calls.items():
+      times[name].append(_timed(fn, *args))
+  ratios = [m / a for m, a in zip(times["mofo"], times["adamw"])]
+  return {
+      "model": model,
+      "num_params": sum(x.size for x in jax.tree.leaves(shapes)),
+      "fraction": fraction,
+      "repeats": repeats,
+      "median_ratio_mofo_over_adamw": statistics.median(ratios),
+      "ratios": ratios,
+      "median_s": {name: statistics.median(t) for name, t in times.items()},
+      "selection_share_of_mofo": statistics.median(times["selection"]) / statistics.median(
+          times["mofo"]),
+      "target_ratio": 1.3,
+      "device": jax.devices()[0].device_kind,
+      "cpu_count": jax.local_device_count(),
+      "machine": platform.processor() or platform.machine(),
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  result = benchmark(_MODEL.value, _FRACTION.value, _REPEATS.value)
+  text = json.dumps(result, indent=2)
+  print(text)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      f.write(text + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,38 @@
+r"""Fine-tunes a pre-trained model with several methods and measures forgetting.
+
+  python -m experiments.pretrain --config=configs/pretrain.py --workdir=/tmp/mofo_pretrain
+  python -m experiments.finetune --config=configs/finetune_forgetting.py \
+      --config.init_from=/tmp/mofo_pretrain --workdir=/tmp/mofo_finetune
+
+See configs/finetune_forgetting.py for the methods, learning rates and sizes, and
+bigmodel_jax/train/finetune.py for the figures written to the workdir.
+"""
+
+import json
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from bigmodel_jax.train.finetune import run_comparison
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore at INFO
+    logging.set_verbosity(logging.WARNING)
+  summary = run_comparison(_CONFIG.value, _WORKDIR.value)
+  print(json.dumps({"pretrained": summary["pretrained"], "best_per_method": {
+      method: {k: run[k] for k in ("lr", "ft_accuracy", "ft_loss", "forgetting", "l2_distance",
+                                   "fraction_changed")}
+      for method, run in summary["best_per_method"].items()}, "target": summary["target"]},
+      indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,105 @@
+r"""Peak memory of the compiled train step: AdamW, SGD (unfused), LOMO and AdaLomo (fused).
+
+  python -m experiments.lomo_memory --config=configs/lomo.py --workdir=/tmp/lomo_memory
+
+For every `lomo.memory_models` entry, at batch `lomo.memory_batch_size` x `lomo.memory_seq_len`,
+XLA's memory analysis of the jitted step (compiled, never run; donated state), per device of the
+config's mesh. Writes summary.json (bytes, and each peak over AdamW's), metrics.jsonl (one row
+per model and optimizer) and memory.png.
+"""
+
+import importlib
+import json
+import os
+
+import matplotlib
+from absl import app, flags
+from ml_collections import config_flags
+
+from bigmodel_jax.optim.factory import make_optimizer
+from bigmodel_jax.train import builders, fused_step, memory, metrics
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _model_config(name: str):
+  module, _, size = name.partition(":")
+  model = importlib.import_module(f"configs.{module}").get_config(size).model
+  return builders.model_config(model, None if model.vocab_size else 256)
+
+
+def _optimizer(config, name: str, fused: bool):
+  opt = config.opt.copy_and_resolve_references()
+  opt.name, opt.lr = name, config.lomo[f"lr_{name}"]
+  if fused:
+    opt.max_grad_norm = 0.0  # the fused step clips by its own two-pass method
+  return make_optimizer(opt, config.train.steps)
+
+
+def peak_bytes(config, model_name: str, opt_name: str) -> int:
+  """XLA's peak bytes per device of one model's train step with one optimizer."""
+  mesh, rules = builders.mesh_and_rules(config)
+  model_config = _model_config(model_name)
+  fused = opt_name in config.lomo.fused_optimizers
+  optimizer, schedule = _optimizer(config, opt_name, fused)
+  shape = dict(global_batch_size=config.lomo.memory_batch_size,
+               seq_len=config.lomo.memory_seq_len)
+  if fused:
+    return fused_step.fused_step_peak_bytes(model_config, optimizer, schedule, mesh, rules,
+                                            max_grad_norm=config.opt.max_grad_norm, **shape)
+  return memory.compiled_step_peak_bytes(model_config, optimizer, schedule, mesh, rules, **shape)
+
+
+def _plot(summary: dict, path: str) -> None:
+  fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4), squeeze=False)
+  for ax, (model, row) in zip(axes[0], summary.items()):
+    names = list(row["peak_bytes"])
+    ax.bar(names, [row["peak_bytes"][n] / 2**30 for n in names], color="tab:blue")
+    ax.set_title(f"{model} ({row['num_params'] / 1e6:.0f}M params)")
+    ax.set_ylabel("compiled step peak (GiB)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def run(config, workdir: str) -> dict:
+  """Measures every model x optimizer; writes the outputs and returns the summary."""
+  os.makedirs(workdir, exist_ok=True)
+  writer = metrics.MetricWriter(workdir)
+  summary = {}
+  for index, model_name in enumerate(config.lomo.memory_models):
+    row = {"num_params": _model_config(model_name).num_params(), "peak_bytes": {}}
+    for opt_name in config.lomo.memory_optimizers:
+      print(f"[memory] compiling {model_name} / {opt_name} ...", flush=True)
+      row["peak_bytes"][opt_name] = peak_bytes(config, model_name, opt_name)
+      print(f"[memory] {model_name} / {opt_name}: {row['peak_bytes'][opt_name] / 2**30:.3f} GiB",
+            flush=True)
+      writer.write(index, {"model": model_name, "optimizer": opt_name,
+                           "peak_bytes": row["peak_bytes"][opt_name]})
+    adamw = row["peak_bytes"].get("adamw")
+    if adamw:
+      row["ratio_to_adamw"] = {n: b / adamw for n, b in row["peak_bytes"].items()}
+    summary[model_name] = row
+  writer.close()
+  summary = {"batch_size": config.lomo.memory_batch_size, "seq_len": config.lomo.memory_seq_len,
+             "max_grad_norm": config.opt.max_grad_norm, "models": summary}
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  _plot(summary["models"], os.path.join(workdir, "memory.png"))
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  print(json.dumps(run(_CONFIG.value, _WORKDIR.value), indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

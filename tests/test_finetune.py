@@ -1,0 +1,95 @@
+"""Fine-tuning: the arithmetic domain, the L2-towards-init baseline, and the comparison end to end
+from a tiny experiments.pretrain checkpoint."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bigmodel_jax.data import ByteTokenizer, arithmetic, make_lm_dataset
+from bigmodel_jax.optim.factory import available_optimizers
+from bigmodel_jax.optim.l2sp import add_l2_towards_init
+from bigmodel_jax.train import builders, finetune
+from bigmodel_jax.train.loop import train_and_evaluate
+from configs import default, finetune_forgetting
+
+
+def test_arithmetic_splits_are_disjoint_and_complete():
+  train = arithmetic.ArithmeticSource(split="train", digits=2)
+  validation = arithmetic.ArithmeticSource(split="validation", digits=2)
+  pairs = {tuple(p) for p in train.pairs} | {tuple(p) for p in validation.pairs}
+  assert len(train) + len(validation) == len(pairs) == 10_000
+  text = train[0]["text"]
+  a, b = int(text[:2]), int(text[3:5])
+  assert text == f"{a:02d}+{b:02d}={a + b:03d}\n"
+  batch = next(make_lm_dataset(source=train, tokenizer=ByteTokenizer(), split="train",
+                               seq_len=16, global_batch_size=2, seed=0))
+  assert batch["inputs"].shape == (2, 16)
+
+
+def test_l2_towards_init_adds_the_pull():
+  params = {"w": jnp.asarray([1.0, 2.0])}
+  transform = add_l2_towards_init(0.5)
+  state = transform.init(params)
+  moved = {"w": jnp.asarray([3.0, 2.0])}
+  updates, _ = transform.update({"w": jnp.zeros(2)}, state, moved)
+  np.testing.assert_allclose(updates["w"], [1.0, 0.0])
+  assert {"mofo", "adamw_l2sp"} <= set(available_optimizers())
+
+
+def test_parse_method():
+  assert finetune.parse_method("mofo@0.15") == ("mofo", {"fraction": 0.15})
+  assert finetune.parse_method("adamw") == ("adamw", {})
+  with pytest.raises(ValueError, match="methods"):
+    finetune.parse_method("adamw@0.1")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  root = tmp_path_factory.mktemp("pretrain")
+  corpus = root / "corpus"
+  corpus.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(10):
+    (corpus / f"doc_{i}.py").write_text(" ".join(rng.choice(["def", "x", "=", "1+2"], 200)))
+  config = default.get_config()
+  config.model.update(num_layers=1, num_heads=2, num_kv_heads=2, head_dim=8, embed_dim=16,
+                      mlp_dim=32, max_seq_len=32)
+  config.data.update(text_globs=(str(corpus / "*.py"),), seq_len=32,
+                     data_dir=str(root / "tfds"), validation_fraction=0.2)
+  config.train.update(steps=2, global_batch_size=8, log_every=1, eval_every=2, eval_batches=1,
+                      checkpoint_every=2)
+  config.opt.warmup_steps = 1
+  workdir = str(root / "run")
+  train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def test_finetune_comparison_end_to_end(pretrained, tmp_path):
+  pretrain_config, init_from = pretrained
+  config = finetune_forgetting.get_config("small")
+  config.init_from = init_from
+  config.data = pretrain_config.data
+  summary = finetune.run_comparison(config, str(tmp_path))
+  for name in ("config.json", "metrics.jsonl", "summary.json", "forgetting_vs_accuracy.png"):
+    assert os.path.exists(tmp_path / name), name
+  with open(tmp_path / "summary.json") as f:
+    assert json.load(f)["target"]["method"] == "mofo@0.1"
+  runs = {run["method"]: run for run in summary["runs"]}
+  assert set(runs) == {"adamw", "mofo@0.1", "adamw_l2sp@1.0"}
+  # MoFO moves a small fraction of the entries, AdamW nearly all (no weight decay here).
+  assert runs["mofo@0.1"]["fraction_changed"] < 0.5 < runs["adamw"]["fraction_changed"]
+  assert summary["pretrained"]["l2_distance"] == 0.0
+
+
+def test_restored_params_equal_the_checkpoint(pretrained):
+  _, init_from = pretrained
+  mesh, rules = builders.mesh_and_rules(default.get_config())
+  _, _, params, step = finetune.restore_pretrained(init_from, mesh, rules)
+  assert step == 2
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+  assert optax.tree.norm(params) > 0

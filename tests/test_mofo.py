@@ -1,0 +1,185 @@
+"""MoFO: fraction 1 is AdamW, a NumPy reference, the number of entries changed per block, the
+exact k-th largest threshold, sharded vs unsharded, and optax wrappers."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from bigmodel_jax import blocks
+from bigmodel_jax.optim import MoFOState, mofo, scale_by_mofo
+from bigmodel_jax.optim.topk_threshold import block_k, kth_largest
+from bigmodel_jax.optim.weight_decay import decay_mask
+
+HYPER = dict(b1=0.9, b2=0.95, eps=1e-8)
+# name -> shape of a small model-like tree; leaves under "layers" are stacked on axis 0.
+SHAPES = {
+    "embed": {"embedding": (40, 16)},
+    "layers": {"mlp": {"kernel": (2, 16, 300), "bias": (2, 300)},
+               "norm": {"scale": (2, 16)}},
+    "head": {"kernel": (16, 40), "bias": (40,)},
+}
+
+
+def _tree(seed, scale=1.0):
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s) * scale, jnp.float32), SHAPES,
+                      is_leaf=lambda x: isinstance(x, tuple))
+
+
+def _run(optimizer, params, num_steps, jit=True):
+  state = optimizer.init(params)
+  update = jax.jit(optimizer.update) if jit else optimizer.update
+  history = [params]
+  for step in range(num_steps):
+    updates, state = update(_tree(100 + step, 0.1), state, params)
+    params = optax.apply_updates(params, updates)
+    history.append(params)
+  return history, state
+
+
+# Block axes of every leaf of SHAPES under the default partition, written out by hand.
+REFERENCE_AXES = {"embed/embedding": (0, 1), "layers/mlp/kernel": (1, 2), "head/kernel": (0, 1)}
+
+
+def _numpy_mofo(params, num_steps, lr, fraction, b1, b2, eps, weight_decay):
+  """Independent float64 NumPy MoFO (authors' rule, |m| >= k-th largest |m| per block)."""
+  flat = {"/".join(blocks.path_names(kp)): np.asarray(p, np.float64)
+          for kp, p in jax.tree_util.tree_leaves_with_path(params)}
+  m = {k: np.zeros_like(p) for k, p in flat.items()}
+  v = {k: np.zeros_like(p) for k, p in flat.items()}
+  for t in range(1, num_steps + 1):
+    grads = {"/".join(blocks.path_names(kp)): np.asarray(g, np.float64)
+             for kp, g in jax.tree_util.tree_leaves_with_path(_tree(100 + t - 1, 0.1))}
+    for name, p in flat.items():
+      g = grads[name]
+      m[name] = b1 * m[name] + (1 - b1) * g
+      v[name] = b2 * v[name] + (1 - b2) * g * g
+      mask = np.ones(p.shape, bool)
+      if name in REFERENCE_AXES:
+        num_blocks = p.shape[0] if name.startswith("layers/") else 1
+        rows = np.abs(m[name]).reshape(num_blocks, -1)
+        k = max(1, int(rows.shape[1] * fraction))
+        thr = -np.sort(-rows, axis=1)[:, k - 1:k]
+        mask = (rows >= thr).reshape(p.shape)
+      step = np.where(mask, m[name] / (1 - b1**t), 0) / (np.sqrt(v[name] / (1 - b2**t)) + eps)
+      decayed = name.endswith(("/kernel", "/embedding"))
+      flat[name] = p - lr * (step + (weight_decay * p if decayed else 0))
+  return flat
+
+
+def test_fraction_one_is_adamw_exactly():
+  params = _tree(0)
+  ours, _ = _run(mofo(1e-2, fraction=1.0, weight_decay=0.1, **HYPER), params, 5)
+  theirs, _ = _run(optax.adamw(1e-2, weight_decay=0.1, mask=decay_mask, **HYPER), params, 5)
+  for a, b in zip(jax.tree.leaves(ours[-1]), jax.tree.leaves(theirs[-1])):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.15])
+def test_matches_numpy_reference_over_20_steps(fraction):
+  params = _tree(0)
+  history, _ = _run(mofo(1e-2, fraction=fraction, weight_decay=0.1, **HYPER), params, 20)
+  expected = _numpy_mofo(params, 20, 1e-2, fraction, weight_decay=0.1, **HYPER)
+  for kp, leaf in jax.tree_util.tree_leaves_with_path(history[-1]):
+    name = "/".join(blocks.path_names(kp))
+    np.testing.assert_allclose(leaf, expected[name], rtol=2e-5, atol=2e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5])
+def test_entries_changed_per_block_is_k(fraction):
+  # No decay, continuous random gradients (no ties): exactly k entries change per block per
+  # step; biases and norms (dense) change everywhere.
+  params = _tree(0)
+  history, _ = _run(mofo(1e-2, fraction=fraction, **HYPER), params, 3)
+  for before, after in itertools.pairwise(history):
+    changed = jax.tree.map(lambda a, b: np.asarray(a != b), before, after)
+    for name, axes in REFERENCE_AXES.items():
+      leaf = changed
+      for part in name.split("/"):
+        leaf = leaf[part]
+      per_block = leaf.sum(axis=axes)
+      size = int(np.prod([leaf.shape[a] for a in axes]))
+      assert (per_block == max(1, int(size * fraction))).all(), (name, per_block)
+    assert changed["layers"]["mlp"]["bias"].all() and changed["head"]["bias"].all()
+
+
+def test_ties_with_the_threshold_are_all_selected():
+  # Entries tied with the k-th largest |m| all move (the documented |m| >= thr rule).
+  grads = {"w": jnp.asarray([[3.0, -2.0, 2.0, 2.0, 1.0, 0.5]])}
+  updates, _ = scale_by_mofo(fraction=0.34).update(grads, scale_by_mofo(0.34).init(grads))
+  np.testing.assert_array_equal(np.asarray(updates["w"]) != 0, [[1, 1, 1, 1, 0, 0]])
+
+
+@pytest.mark.parametrize("shape,axes", [((3, 50, 70), (1, 2)), ((9000,), (0,)),
+                                        ((2, 5000), (1,)), ((300, 20), (0,)),
+                                        ((4, 64, 80), (0, 2))])
+@pytest.mark.parametrize("k_of", [lambda n: 1, lambda n: 7, lambda n: n])
+def test_kth_largest_is_exact(shape, axes, k_of):
+  rng = np.random.default_rng(0)
+  x = np.abs(rng.standard_cauchy(size=shape)).astype(np.float32)
+  x.reshape(-1)[::7] = 0.0  # ties at zero
+  size = int(np.prod([shape[a] for a in axes]))
+  k = k_of(size)
+  got = np.asarray(jax.jit(kth_largest, static_argnums=(1, 2))(jnp.asarray(x), k, axes))
+  rows = np.moveaxis(x, axes, range(x.ndim - len(axes), x.ndim)).reshape(-1, size)
+  np.testing.assert_array_equal(got.reshape(-1), -np.sort(-rows, axis=1)[:, k - 1])
+
+
+def test_block_k_rule():
+  assert block_k(1000, 0.15) == 150 and block_k(5, 0.1) == 1 and block_k(7, 1.0) == 7
+  assert int(block_k(1000, jnp.float32(0.15))) == 150
+
+
+def test_sharded_equals_unsharded():
+  mesh = jax.make_mesh((4, 2), ("a", "b"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  params = _tree(0)
+  specs = {"embed": {"embedding": PartitionSpec("a", "b")},
+           "layers": {"mlp": {"kernel": PartitionSpec(None, "a", "b"), "bias": PartitionSpec()},
+                      "norm": {"scale": PartitionSpec()}},
+           "head": {"kernel": PartitionSpec("b", "a"), "bias": PartitionSpec()}}
+  sharded = jax.tree.map(lambda p, s: jax.device_put(p, NamedSharding(mesh, s)), params, specs,
+                         is_leaf=lambda x: isinstance(x, PartitionSpec))
+  optimizer = mofo(1e-2, fraction=0.1, weight_decay=0.1, **HYPER)
+  unsharded_history, _ = _run(optimizer, params, 4)
+  sharded_history, _ = _run(optimizer, sharded, 4)
+  assert len(sharded_history[-1]["embed"]["embedding"].sharding.device_set) == 8
+  for a, b in zip(jax.tree.leaves(sharded_history[-1]), jax.tree.leaves(unsharded_history[-1])):
+    np.testing.assert_array_equal(a, b)
+
+
+def _wrapped(name):
+  if name == "chain":
+    return optax.chain(optax.clip_by_global_norm(1e6), mofo(1e-2, fraction=0.1, **HYPER))
+  if name == "inject_hyperparams":
+    return optax.inject_hyperparams(mofo)(learning_rate=1e-2, fraction=0.1, **HYPER)
+  return optax.MultiSteps(mofo(1e-2, fraction=0.1, **HYPER), every_k_schedule=2)
+
+
+@pytest.mark.parametrize("wrapper", ["chain", "inject_hyperparams", "multi_steps"])
+def test_inside_optax_wrappers(wrapper):
+  params = _tree(0)
+  history, _ = _run(_wrapped(wrapper), params, 4)
+  reference, _ = _run(mofo(1e-2, fraction=0.1, **HYPER), params, 4 if wrapper != "multi_steps"
+                      else 0)
+  if wrapper == "multi_steps":  # two accumulated steps: the params moved, finite
+    moved = history[-1]["head"]["kernel"] != params["head"]["kernel"]
+    assert moved.any() and not moved.all()
+    return
+  for a, b in zip(jax.tree.leaves(history[-1]), jax.tree.leaves(reference[-1])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_state_and_errors():
+  params = _tree(0)
+  state = scale_by_mofo().init(params)
+  assert isinstance(state, MoFOState)
+  assert jax.tree.map(jnp.shape, state.mu) == jax.tree.map(jnp.shape, params)
+  with pytest.raises(ValueError, match="fraction"):
+    scale_by_mofo(fraction=0.0)
+  with pytest.raises(ValueError, match="block size"):
+    kth_largest(jnp.ones((4, 5)), 6, (1,))
