@@ -131,8 +131,9 @@ def spectra(task: dict, c, key, label: str, workdir: str) -> tuple[dict, dict]:
            **{f"{n}/nodes": sp.nodes for n, sp in block_spectra.items()},
            **{f"{n}/weights": sp.weights for n, sp in block_spectra.items()},
            **({"whole/nodes": whole.nodes, "whole/weights": whole.weights} if whole else {}))
-  grid = hessian.make_grid(list(block_spectra.values()) + ([whole] if whole else []),
-                           s.grid_points, s.sigma2, s.overhead)
+  # The blocks share one grid (JS needs it); the whole model, whose range is far wider, gets its
+  # own, so it does not coarsen the blocks' grid.
+  grid = hessian.make_grid(list(block_spectra.values()), s.grid_points, s.sigma2, s.overhead)
   het = hessian.heterogeneity(block_spectra, grid)
   out = {"js0": het["js0"], "grid": het["grid"], "blocks": het["names"],
          "block_sizes": [b.size for b in task["blocks"]],
@@ -143,25 +144,26 @@ def spectra(task: dict, c, key, label: str, workdir: str) -> tuple[dict, dict]:
          "hessian_tokens_or_examples": s.batch_size * s.num_batches}
   if whole is not None:
     out["whole_model_top_eigenvalue"] = hessian.top_eigenvalue(whole)
-    het["whole"] = hessian.density(whole, grid)
+    whole_grid = hessian.make_grid([whole], s.grid_points, s.sigma2, s.overhead)
+    het["whole"] = (hessian.density(whole, whole_grid), whole_grid.describe())
   print(f"[{label}] JS0 bounded {out['js0']['bounded']:.4f}  paper {out['js0']['paper']:.2f}  "
         f"({len(task['blocks'])} blocks in {block_seconds:.0f} s)", flush=True)
   return out, het
 
 
 def plot_spectra(het: dict, path: str, title: str) -> None:
-  """One panel per block (log density) plus the whole model, on the common grid."""
-  names = het["names"] + (["whole model"] if "whole" in het else [])
-  dens = list(het["densities"]) + ([het["whole"]] if "whole" in het else [])
+  """One panel per block (log density) on the blocks' common grid, plus the whole model."""
+  panels = [(name, rho, het["grid"]) for name, rho in zip(het["names"], het["densities"])]
+  if "whole" in het:
+    panels.append(("whole model (own grid)", *het["whole"]))
   cols = 4
-  rows = -(-len(names) // cols)
+  rows = -(-len(panels) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
-  grid = np.linspace(het["grid"]["lo"], het["grid"]["hi"], het["grid"]["num_points"])
-  for ax, name, rho in zip(axes.flat, names, dens):
-    ax.semilogy(grid, np.maximum(rho, 1e-12))
+  for ax, (name, rho, grid) in zip(axes.flat, panels):
+    ax.semilogy(np.linspace(grid["lo"], grid["hi"], grid["num_points"]), np.maximum(rho, 1e-12))
     ax.set_ylim(1e-8, None)
     ax.set_title(name, fontsize=8)
-  for ax in list(axes.flat)[len(names):]:
+  for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.suptitle(f"{title}  (sigma2={het['grid']['sigma2']:g}, {het['grid']['num_points']} pts)")
   fig.tight_layout()
