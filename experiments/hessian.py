@@ -38,12 +38,6 @@ from bigmodel_jax.train.metrics import MetricWriter
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
 # ----------------------------------------------------------------------------- tasks
 
 
@@ -446,9 +440,14 @@ def run(config, workdir: str) -> dict:
 
 def main(argv):
   del argv
-  summary = run(_CONFIG.value, _WORKDIR.value)
+  summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
   print(json.dumps(summary.get("table", summary), indent=2), flush=True)
 
 
 if __name__ == "__main__":
+  # Flags are defined only when this file runs as a program, so that tests can import `run`
+  # from several experiments into one process without absl's duplicate-flag error.
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Output directory.")
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
