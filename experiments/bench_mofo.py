@@ -5,7 +5,7 @@ Both optimizers update random gradients of a model's parameter shapes (default: 
 with interleaved repetitions; the figure is the median of the per-repetition ratios MoFO /
 AdamW. Each update is `jax.jit(optimizer.update)` (moments, selection, decay, learning rate;
 not `apply_updates`), timed with `block_until_ready`, after one compiling call. The time of the
-threshold selection alone (`mofo.momentum_mask` on every leaf) is reported too.
+threshold selection alone (`momentum_mask` on every leaf) is reported too.
 
 Prints and writes one JSON object (to --out).
 """
@@ -23,13 +23,9 @@ from absl import app, flags
 from flax import nnx
 
 from bigmodel_jax import blocks
-from bigmodel_jax.optim import mofo
+from bigmodel_jax.optim.mofo import default_partition, mofo, momentum_mask
+from bigmodel_jax.optim.weight_decay import decay_mask
 from bigmodel_jax.train import builders, state
-
-_MODEL = flags.DEFINE_string("model", "gpt2:124m", "configs/<file>.py:<arg> of the model shapes.")
-_FRACTION = flags.DEFINE_float("fraction", 0.1, "MoFO fraction.")
-_REPEATS = flags.DEFINE_integer("repeats", 7, "Interleaved timed repetitions.")
-_OUT = flags.DEFINE_string("out", None, "Where to write the JSON result.")
 
 HYPER = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
 
@@ -61,16 +57,16 @@ def _timed(fn, *args) -> float:
 
 
 def _select_all(mu, fraction):
-  specs = blocks.resolve_blocks(mofo.default_partition, mu)
-  return jax.tree.map(lambda m, s: mofo.momentum_mask(m, s, fraction), mu, specs)
+  specs = blocks.resolve_blocks(default_partition, mu)
+  return jax.tree.map(lambda m, s: momentum_mask(m, s, fraction), mu, specs)
 
 
 def benchmark(model: str, fraction: float, repeats: int) -> dict:
   """Median update-time ratio MoFO / AdamW (and the selection's share) on `model`'s shapes."""
   shapes = parameter_shapes(model)
   params, grads, mu = (random_tree(shapes, seed) for seed in range(3))
-  optimizers = {"adamw": optax.adamw(1e-3, mask=mofo.decay_mask, **HYPER),
-                "mofo": mofo.mofo(1e-3, fraction=fraction, **HYPER)}
+  optimizers = {"adamw": optax.adamw(1e-3, mask=decay_mask, **HYPER),
+                "mofo": mofo(1e-3, fraction=fraction, **HYPER)}
   updates = {name: jax.jit(opt.update) for name, opt in optimizers.items()}
   states = {name: opt.init(params) for name, opt in optimizers.items()}
   select = jax.jit(_select_all, static_argnums=1)
@@ -103,13 +99,18 @@ def benchmark(model: str, fraction: float, repeats: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  result = benchmark(_MODEL.value, _FRACTION.value, _REPEATS.value)
+  result = benchmark(flags.FLAGS.model, flags.FLAGS.fraction, flags.FLAGS.repeats)
   text = json.dumps(result, indent=2)
   print(text)
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
+  if flags.FLAGS.out:
+    with open(flags.FLAGS.out, "w") as f:
       f.write(text + "\n")
 
 
 if __name__ == "__main__":
+  # Flags are defined only when this file runs as a program (tests import `benchmark`).
+  flags.DEFINE_string("model", "gpt2:124m", "configs/<file>.py:<arg> of the model shapes.")
+  flags.DEFINE_float("fraction", 0.1, "MoFO fraction.")
+  flags.DEFINE_integer("repeats", 7, "Interleaved timed repetitions.")
+  flags.DEFINE_string("out", None, "Where to write the JSON result.")
   app.run(main)

@@ -183,3 +183,12 @@ def test_state_and_errors():
     scale_by_mofo(fraction=0.0)
   with pytest.raises(ValueError, match="block size"):
     kth_largest(jnp.ones((4, 5)), 6, (1,))
+
+
+def test_update_time_benchmark_runs():
+  from experiments import bench_mofo
+
+  result = bench_mofo.benchmark("gpt2:tiny", fraction=0.1, repeats=1)
+  assert result["num_params"] > 0
+  assert np.isfinite(result["median_ratio_mofo_over_adamw"])
+  assert set(result["median_s"]) == {"adamw", "mofo", "selection"}
