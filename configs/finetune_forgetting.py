@@ -4,8 +4,9 @@ r"""Fine-tuning vs forgetting.
       --config.init_from=/tmp/mofo_pretrain --workdir=/tmp/mofo_finetune
 
 Starts from a checkpoint of experiments.pretrain (`--config.init_from=WORKDIR`; the model comes
-from the checkpoint), fine-tunes it on generated addition problems ("07+35=042\n") with every
-method of `finetune.methods` at every learning rate of `finetune.lrs` (equal steps), and measures
+from the checkpoint), fine-tunes it on generated addition problems ("07+35=240\n": answers
+least-significant digit first) with every method of `finetune.methods` at every learning rate of
+`finetune.lrs` (equal steps), and measures
 fine-tune accuracy / loss, forgetting (increase of the validation loss on the pre-training corpus
 `data`, which must be the pre-training run's), and the distance to the pre-trained weights.
 
@@ -24,6 +25,7 @@ def get_config(mode: str = ""):
   c.finetune = dict(
       task="arithmetic",
       digits=2,  # digits per operand: 10^4 problems
+      reverse_answer=True,  # answers least-significant digit first ("07+35=240")
       validation_fraction=0.2,
       split_seed=0,
       seq_len=64,

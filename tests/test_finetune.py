@@ -31,6 +31,14 @@ def test_arithmetic_splits_are_disjoint_and_complete():
   assert batch["inputs"].shape == (2, 16)
 
 
+def test_reversed_answers():
+  assert arithmetic.problem(7, 35, 2, reverse_answer=True).answer == "240"
+  train = arithmetic.ArithmeticSource(split="train", digits=2, reverse_answer=True)
+  plain = arithmetic.ArithmeticSource(split="train", digits=2)
+  assert train.fingerprint != plain.fingerprint
+  assert train[0]["text"] == plain[0]["text"][:6] + plain[0]["text"][6:9][::-1] + "\n"
+
+
 def test_l2_towards_init_adds_the_pull():
   params = {"w": jnp.asarray([1.0, 2.0])}
   transform = add_l2_towards_init(0.5)

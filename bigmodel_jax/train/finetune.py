@@ -116,7 +116,7 @@ class Context:
       raise ValueError("the pre-trained model's vocabulary is smaller than the byte tokenizer's")
     self.sources = {split: arithmetic.ArithmeticSource(
         split=split, digits=ft.digits, validation_fraction=ft.validation_fraction,
-        seed=ft.split_seed) for split in arithmetic.SPLITS}
+        seed=ft.split_seed, reverse_answer=ft.reverse_answer) for split in arithmetic.SPLITS}
     self.pretrain_data = builders.make_data(config)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     params_shardings = jax.tree.map(lambda x: x.sharding, self.init_params)
