@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from flax import nnx, traverse_util
 from jax.sharding import Mesh
@@ -170,9 +169,9 @@ def export_checkpoint(directory: str, config: TransformerConfig, params, *,
     The names of the files written.
   """
   dtype = dtype or config.param_dtype
-  np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(jnp.dtype(dtype))
   os.makedirs(directory, exist_ok=True)
-  files = write_safetensors(directory, _export_tensors(config, params, np_dtype), max_shard_bytes)
+  tensors = _export_tensors(config, params, jnp.dtype(dtype))
+  files = write_safetensors(directory, tensors, max_shard_bytes)
   hf_config = to_hf_config(config, dtype)
   if tokenizer_dir:
     source = read_config(tokenizer_dir) if os.path.isfile(

@@ -14,14 +14,15 @@ import ml_collections
 
 from bigmodel_jax import losses
 from bigmodel_jax.data import (
-    TOKENIZER_NAMES,
-    ByteTokenizer,
-    bytes_per_token,
-    iter_texts,
-    load_source,
-    make_lm_dataset,
-    make_tokenizer,
+  TOKENIZER_NAMES,
+  ByteTokenizer,
+  bytes_per_token,
+  iter_texts,
+  load_source,
+  make_lm_dataset,
+  make_tokenizer,
 )
+from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.models import TransformerConfig
 from bigmodel_jax.train import sharding
 
@@ -110,6 +111,8 @@ def tokenizer_vocab_size(data: ml_collections.ConfigDict) -> int:
     return ByteTokenizer.vocab_size
   if data.tokenizer == "sentencepiece":
     return data.tokenizer_vocab_size
+  if data.tokenizer.startswith(HF_PREFIX):
+    return make_tokenizer(data.tokenizer).vocab_size
   raise ValueError(f"Unknown data.tokenizer {data.tokenizer!r}; known: {list(TOKENIZER_NAMES)}")
 
 
