@@ -41,7 +41,7 @@ def _require(hf: Mapping[str, Any], path: str, field: str, expected) -> None:
 
 
 def _field(hf: Mapping[str, Any], path: str, field: str):
-  if field not in hf:
+  if hf.get(field) is None:
     raise HFCheckpointError(f"{path}: the field {field!r} is missing")
   return hf[field]
 

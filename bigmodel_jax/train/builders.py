@@ -12,7 +12,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from bigmodel_jax import losses
+from bigmodel_jax import hf, losses
 from bigmodel_jax.data import (
   TOKENIZER_NAMES,
   ByteTokenizer,
@@ -60,6 +60,22 @@ def model_config(model: ml_collections.ConfigDict, tokenizer_vocab_size: int | N
     return TransformerConfig(**fields)
   except (TypeError, ValueError) as e:
     raise ValueError(f"invalid model config: model.{e}") from e
+
+
+NUMERICS_FIELDS = ("dtype", "param_dtype", "remat")
+
+
+def numerics(model: ml_collections.ConfigDict) -> dict:
+  """The fields of the `model` section that a checkpoint does not fix (dtype, param_dtype,
+  remat)."""
+  return {k: model[k] for k in NUMERICS_FIELDS}
+
+
+def hf_model_config(init_from: str, model: ml_collections.ConfigDict) -> TransformerConfig:
+  """The TransformerConfig of `init_from` = "hf:DIR" (DIR/config.json), numerics from `model`."""
+  if not init_from.startswith(HF_PREFIX):
+    raise ValueError(f"init_from ({init_from!r}) must be 'hf:DIR', a Hugging Face directory")
+  return hf.load_config(init_from.removeprefix(HF_PREFIX), **numerics(model))
 
 
 def mesh_and_rules(config: ml_collections.ConfigDict):

@@ -87,9 +87,8 @@ def load_initial(config: ml_collections.ConfigDict, mesh, rules):
   """
   if not config.init_from.startswith(HF_PREFIX):
     return restore_pretrained(config.init_from, mesh, rules)
-  numerics = {k: config.model[k] for k in ("dtype", "param_dtype", "remat")}
   model_config, graphdef, params = hf.import_checkpoint(
-      config.init_from.removeprefix(HF_PREFIX), mesh, rules, **numerics)
+      config.init_from.removeprefix(HF_PREFIX), mesh, rules, **builders.numerics(config.model))
   return model_config, graphdef, params, 0
 
 
