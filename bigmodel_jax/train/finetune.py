@@ -152,6 +152,10 @@ class Context:
     builders.check_batch_divisibility(ft.batch_size, 1, self.mesh)
     self.model_config, self.graphdef, self.init_params, self.init_step = load_initial(
         config, self.mesh, self.rules)
+    for key, length in (("data.seq_len", config.data.seq_len), ("finetune.seq_len", ft.seq_len)):
+      if not self.model_config.use_rope and length > self.model_config.max_seq_len:
+        raise ValueError(f"{key} ({length}) exceeds the model's position table "
+                         f"({self.model_config.max_seq_len})")
     self.pretrain_data = builders.make_data(config)
     self.tokenizer = self.pretrain_data.tokenizer
     if self.model_config.vocab_size < self.tokenizer.vocab_size:
