@@ -12,6 +12,7 @@ import transformers
 from flax import nnx, traverse_util
 
 from bigmodel_jax import hf
+from bigmodel_jax.hf import layout
 from bigmodel_jax.train import builders, sharding
 from bigmodel_jax.train.state import abstract_model
 from configs import default
@@ -208,3 +209,29 @@ def test_config_round_trip():
   for make in MODELS.values():
     config = hf.from_hf_config(make().config.to_dict())
     assert hf.from_hf_config(hf.to_hf_config(config, "float32")) == config
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_each_shard_reads_the_same_values_as_the_whole_tensor(name, fsdp_mesh):
+  mesh, rules = fsdp_mesh
+  config = hf.from_hf_config(MODELS[name]().config.to_dict())
+  shapes = _flat(nnx.to_pure_dict(abstract_model(config)[1]))
+  shardings = _flat(sharding.param_shardings(abstract_model(config)[1], mesh, rules))
+  rng = np.random.default_rng(0)
+  sliced = 0
+  for rule in layout.tensor_rules(config):
+    tensor = rng.normal(size=rule.shape)
+    leaf_shapes = [shapes[p].shape[rule.per_layer:] for p in rule.leaves]
+    for position, path in enumerate(rule.leaves):
+      whole = layout.to_leaves(rule, tensor, leaf_shapes)[position]
+      indices = shardings[path].addressable_devices_indices_map(shapes[path].shape).values()
+      for index in {tuple((s.start, s.stop) for s in i[rule.per_layer:]) for i in indices}:
+        index = tuple(slice(*s) for s in index)
+        stored = layout.tensor_slice(rule, position, leaf_shapes, index)
+        part = tensor[stored].T if rule.transposed else tensor[stored]
+        np.testing.assert_array_equal(part.reshape(whole[index].shape), whole[index], path)
+        sliced += whole[index].size < whole.size
+  assert sliced > 10  # the mesh did shard, and the shards were read as slices
+  query = next(r for r in layout.tensor_rules(config) if "layers/attn/query/kernel" in r.leaves)
+  leaf_shapes = [shapes[p].shape[1:] for p in query.leaves]
+  assert layout.tensor_slice(query, 0, leaf_shapes, (slice(None), slice(None), slice(0, 4))) is None

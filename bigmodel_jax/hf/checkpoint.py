@@ -83,12 +83,21 @@ def _check_tensors(rules, names: dict[str, list[str]], reader, config: Transform
 
 def _leaf_callback(rule: layout.TensorRule, position: int, names: list[str], reader,
                    leaf_shapes, dtype):
-  """The make_array_from_callback callback of one leaf: index -> the host slice it covers."""
+  """The make_array_from_callback callback of one leaf: index -> the host slice it covers.
+
+  Each call reads only the stored rows and columns of its slice (a whole per-layer tensor only
+  when the slice is no rectangle of it); repeated indices (replicated axes) are read once.
+  """
   cache = {}
+  shape = leaf_shapes[position]
 
   def piece(name: str, index) -> np.ndarray:
-    leaf = layout.to_leaves(rule, reader.read(name), leaf_shapes)[position]
-    return leaf[index].astype(dtype)
+    stored = layout.tensor_slice(rule, position, leaf_shapes, index)
+    if stored is None:
+      return layout.to_leaves(rule, reader.read(name), leaf_shapes)[position][index].astype(dtype)
+    part = reader.read(name, stored)
+    part = part.T if rule.transposed else part
+    return part.reshape([len(range(n)[s]) for s, n in zip(index, shape)]).astype(dtype)
 
   def callback(index: tuple[slice, ...]) -> np.ndarray:
     key = tuple((s.start, s.stop, s.step) for s in index)

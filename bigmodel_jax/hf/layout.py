@@ -66,6 +66,46 @@ def from_leaves(rule: TensorRule, leaves) -> np.ndarray:
   return matrix.T if rule.transposed else matrix
 
 
+def _flat_range(index: tuple[slice, ...], shape: tuple[int, ...]) -> slice | None:
+  """The range of C-order flat positions that `index` selects from `shape`, if contiguous."""
+  ranges = [range(n)[s] for s, n in zip(index, shape)]
+  if any(r.step != 1 for r in ranges) or any(len(r) != n for r, n in zip(ranges[1:], shape[1:])):
+    return None
+  inner = math.prod(shape[1:])
+  first = ranges[0] if ranges else range(1)
+  return slice(first.start * inner, first.stop * inner)
+
+
+def tensor_slice(rule: TensorRule, position: int, leaf_shapes, index: tuple[slice, ...]
+                 ) -> tuple[slice, ...] | None:
+  """The slice of the Hugging Face tensor that holds `leaf[index]` of one (per-layer) leaf.
+
+  Sharded leaves are split along their leading axes (embed, heads, mlp, vocab), which select
+  contiguous rows and columns of the stored matrix: this slice lets each device read only its
+  part of the file.
+
+  Args:
+    rule: the tensor's rule.
+    position: which of rule.leaves.
+    leaf_shapes: the (per-layer) shape of each of rule.leaves.
+    index: one slice per axis of the leaf.
+
+  Returns:
+    The index into the stored tensor, or None when the part is not a rectangle of it.
+  """
+  shape = leaf_shapes[position]
+  lead = (rule.shape[::-1] if rule.transposed else rule.shape)[:-1]
+  split = next(k for k in range(len(shape) + 1) if math.prod(shape[:k]) == math.prod(lead))
+  rows, columns = _flat_range(index[:split], shape[:split]), _flat_range(index[split:],
+                                                                         shape[split:])
+  if rows is None or columns is None:
+    return None
+  offset = sum(math.prod(s) for s in leaf_shapes[:position]) // max(math.prod(lead), 1)
+  columns = slice(columns.start + offset, columns.stop + offset)
+  matrix_index = (rows, columns) if lead else (columns,)
+  return matrix_index[::-1] if rule.transposed else matrix_index
+
+
 def _llama_rules(c: TransformerConfig) -> list[TensorRule]:
   d, f, q, kv = c.embed_dim, c.mlp_dim, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
   layer = f"model.layers.{LAYER}."

@@ -81,10 +81,11 @@ class SafetensorsReader:
       raise HFCheckpointError(f"{self.path(name)}: tensor {name!r} has shape {list(found)}, "
                               f"expected {list(expected)}")
 
-  def read(self, name: str) -> np.ndarray:
-    """The whole tensor `name` as a numpy array (bfloat16 as ml_dtypes.bfloat16)."""
+  def read(self, name: str, index: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Tensor `name`, or only its part `index`, as a numpy array (bfloat16: ml_dtypes')."""
     self.shape(name)
-    return self._file(self.weight_map[name], name)[0].get_tensor(name)
+    handle = self._file(self.weight_map[name], name)[0]
+    return handle.get_tensor(name) if index is None else handle.get_slice(name)[index]
 
 
 def _shard_groups(tensors: Iterable[tuple[str, np.ndarray]], max_shard_bytes: int
