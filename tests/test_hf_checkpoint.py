@@ -166,6 +166,18 @@ def test_shape_mismatch_names_file_tensor_and_shapes(gpt2_dir):
     _import(gpt2_dir)
 
 
+def test_gpt2_files_without_prefix_and_with_mask_buffers_import(gpt2_dir):
+  """Older GPT-2 files (saved from GPT2Model) lack "transformer." and carry causal masks."""
+  path = gpt2_dir / "model.safetensors"
+  tensors = {k.removeprefix("transformer."): v
+             for k, v in safetensors.numpy.load_file(str(path)).items()}
+  tensors["h.0.attn.bias"] = np.tril(np.ones((1, 1, 16, 16), np.float32))
+  safetensors.numpy.save_file(tensors, str(path), metadata={"format": "pt"})
+  _, graphdef, params = _import(gpt2_dir)
+  logits = np.asarray(nnx.merge(graphdef, params)(TOKENS))
+  np.testing.assert_allclose(logits, _logits(_gpt2(), TOKENS), atol=1e-4)
+
+
 def test_missing_and_unexpected_tensors_are_named(gpt2_dir):
   path = gpt2_dir / "model.safetensors"
   tensors = safetensors.numpy.load_file(str(path))
