@@ -72,9 +72,10 @@ def _check_tensors(rules, names: dict[str, list[str]], reader, config: Transform
     for name in names[rule.name]:
       reader.check_shape(name, rule.shape)
       expected.add(name)
-  tied_head = {"lm_head.weight"} if config.tie_embeddings else set()
-  unexpected = sorted(n for n in reader.weight_map if n not in expected | tied_head
-                      and not n.endswith(layout.IGNORED_SUFFIXES))
+  if config.tie_embeddings:
+    expected.add("lm_head.weight")  # a copy of the embedding that some files keep
+  unexpected = sorted(n for n in reader.weight_map
+                      if n not in expected and not n.endswith(layout.IGNORED_SUFFIXES))
   if unexpected:
     raise HFCheckpointError(f"{reader.path(unexpected[0])}: tensor {unexpected[0]!r} has no "
                             f"place in a {config.architecture} model ({len(unexpected)} such "
