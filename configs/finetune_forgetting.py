@@ -4,11 +4,12 @@ r"""Fine-tuning vs forgetting.
       --config.init_from=/tmp/mofo_pretrain --workdir=/tmp/mofo_finetune
 
 Starts from a checkpoint of experiments.pretrain (`--config.init_from=WORKDIR`; the model comes
-from the checkpoint), fine-tunes it on generated addition problems ("07+35=240\n": answers
-least-significant digit first) with every method of `finetune.methods` at every learning rate of
-`finetune.lrs` (equal steps), and measures
-fine-tune accuracy / loss, forgetting (increase of the validation loss on the pre-training corpus
-`data`, which must be the pre-training run's), and the distance to the pre-trained weights.
+from the checkpoint) or from a Hugging Face Llama / GPT-2 directory (`--config.init_from=hf:DIR`,
+whose tokenizer.json then tokenizes all data), fine-tunes it on generated addition problems
+("07+35=240\n": answers least-significant digit first) with every method of `finetune.methods`
+at every learning rate of `finetune.lrs` (equal steps), and measures fine-tune accuracy / loss,
+forgetting (increase of the validation loss on the pre-training corpus `data`, which must be the
+pre-training run's), and the distance to the pre-trained weights.
 
 A method is an optimizer name of the factory, optionally with its own hyperparameter after "@":
 "mofo@0.1" sets opt.fraction, "adamw_l2sp@1.0" sets opt.l2sp. `get_config("small")` is a
@@ -21,7 +22,9 @@ from configs import default
 def get_config(mode: str = ""):
   """The fine-tuning comparison; mode "small" shrinks every size for an end-to-end test."""
   c = default.get_config()
-  c.init_from = ""  # workdir of experiments.pretrain (its checkpoints/ and config.json)
+  # Workdir of experiments.pretrain (its checkpoints/ and config.json), or "hf:DIR": a Hugging
+  # Face Llama / GPT-2 directory, whose tokenizer.json then tokenizes all data.
+  c.init_from = ""
   c.finetune = dict(
       task="arithmetic",
       digits=2,  # digits per operand: 10^4 problems

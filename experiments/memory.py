@@ -1,5 +1,8 @@
 r"""Plans memory: `python -m experiments.memory --config=configs/llama.py:llama2-7b --compile`.
 
+`--init_from=hf:DIR` plans for the model of a Hugging Face Llama / GPT-2 directory instead
+(DIR/config.json; dtype, param_dtype and remat from the config's `model` section).
+
 Prints one JSON object:
   {"num_params": int, "param_bytes": int,
    "optimizers": {NAME: {"state_bytes": int, "step_peak_bytes": int or null}}}
@@ -22,6 +25,8 @@ _OPTIMIZERS = flags.DEFINE_list("optimizers", None,
                                 "Optimizer names (default: every optimizer the factory knows).")
 _COMPILE = flags.DEFINE_bool("compile", False,
                              "Also compile the train step and report its peak memory.")
+_INIT_FROM = flags.DEFINE_string("init_from", None,
+                                 "hf:DIR: the model of a Hugging Face directory's config.json.")
 flags.mark_flag_as_required("config")
 
 
@@ -34,7 +39,11 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--optimizers: unknown {unknown}; choose from {available_optimizers()}")
   mesh, rules = builders.mesh_and_rules(config)
-  model_config = builders.model_config(config.model, builders.tokenizer_vocab_size(config.data))
+  if _INIT_FROM.value:
+    model_config = builders.hf_model_config(_INIT_FROM.value, config.model)
+  else:
+    model_config = builders.model_config(config.model,
+                                         builders.tokenizer_vocab_size(config.data))
   result = {"optimizers": {}}
   for name in names:
     with config.unlocked():

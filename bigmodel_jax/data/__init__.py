@@ -12,6 +12,7 @@ from bigmodel_jax.data.text_files import TextFiles, TextFilesConfig, make_config
 from bigmodel_jax.data.tokenizers import (
     TOKENIZER_NAMES,
     ByteTokenizer,
+    HuggingFaceTokenizer,
     SentencePieceTokenizer,
     make_tokenizer,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "KNOWN_DATASETS",
     "TOKENIZER_NAMES",
     "ByteTokenizer",
+    "HuggingFaceTokenizer",
     "SentencePieceTokenizer",
     "TextFiles",
     "TextFilesConfig",

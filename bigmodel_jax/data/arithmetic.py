@@ -128,6 +128,10 @@ def exact_match_accuracy(decode, params, source: ArithmeticSource, tokenizer,
                          num_problems: int, batch_size: int = 256) -> float:
   """Fraction of the first `num_problems` problems of `source` whose greedy answer is exact.
 
+  An answer is exact when the text of the decoded tokens starts with the true answer. Prompts are
+  decoded in groups of equal token length (one length for byte tokens; a subword tokenizer may
+  split "07+35=" into more or fewer tokens than "11+22=").
+
   Args:
     decode: `make_greedy_decoder(graphdef, answer_len)` with answer_len = digits + 1.
     params: the model parameters.
@@ -140,11 +144,16 @@ def exact_match_accuracy(decode, params, source: ArithmeticSource, tokenizer,
     The exact-match accuracy in [0, 1].
   """
   count = min(num_problems, len(source))
-  problems = [source.problem(i) for i in range(count)]
+  groups = {}
+  for i in range(count):
+    item = source.problem(i)
+    groups.setdefault(len(tokenizer.encode(item.prompt)), []).append(item)
   correct = 0
-  for start in range(0, count, batch_size):
-    chunk = problems[start:start + batch_size]
-    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-    answers = np.asarray(decode(params, encode_prompts(padded, tokenizer)))
-    correct += sum(tokenizer.decode(answers[i]) == p.answer for i, p in enumerate(chunk))
+  for problems in groups.values():
+    for start in range(0, len(problems), batch_size):
+      chunk = problems[start:start + batch_size]
+      padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+      answers = np.asarray(decode(params, encode_prompts(padded, tokenizer)))
+      correct += sum(tokenizer.decode(answers[i]).startswith(p.answer)
+                     for i, p in enumerate(chunk))
   return correct / count

@@ -1,18 +1,22 @@
-"""Tokenizers: UTF-8 bytes, or a SentencePiece model trained on (and cached for) a corpus.
+"""Tokenizers: UTF-8 bytes, a SentencePiece model trained on (and cached for) a corpus, or the
+tokenizer.json of a Hugging Face model directory ("hf:DIR").
 
-Both expose `vocab_size`, `eos_id`, `encode(str) -> int32[n]` and `decode(ids) -> str`.
+All expose `vocab_size`, `eos_id`, `encode(str) -> int32[n]` and `decode(ids) -> str`.
 """
 
 import hashlib
 import io
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import sentencepiece as spm
+import tokenizers
 
-TOKENIZER_NAMES = ("byte", "sentencepiece")
+TOKENIZER_NAMES = ("byte", "sentencepiece", "hf:DIR")
+HF_PREFIX = "hf:"
 
 
 class ByteTokenizer:
@@ -56,6 +60,53 @@ class SentencePieceTokenizer:
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
     """Returns the text of `ids`; EOS and other control ids decode to nothing."""
     return self._sp.decode(np.asarray(ids, dtype=np.int32).tolist())
+
+
+class HuggingFaceTokenizer:
+  """The tokenizer.json of a Hugging Face model directory, run by the `tokenizers` library.
+
+  Special tokens are not added on encode (documents are joined with `eos_id`, as for the other
+  tokenizers) and are skipped on decode.
+  """
+
+  def __init__(self, directory: str):
+    """Loads DIR/tokenizer.json; the EOS id comes from DIR/config.json or tokenizer_config.json.
+
+    Args:
+      directory: a Hugging Face model directory.
+    """
+    path = os.path.join(directory, "tokenizer.json")
+    if not os.path.isfile(path):
+      raise ValueError(f"{path}: no such file (data.tokenizer='hf:{directory}')")
+    self._tokenizer = tokenizers.Tokenizer.from_file(path)
+    self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+    self.eos_id = self._eos_id(directory)
+
+  def _eos_id(self, directory: str) -> int:
+    """config.json's eos_token_id, else the id of tokenizer_config.json's eos_token."""
+    fields = {}
+    for name in ("tokenizer_config.json", "config.json"):  # config.json wins
+      if os.path.isfile(os.path.join(directory, name)):
+        with open(os.path.join(directory, name)) as f:
+          fields.update(json.load(f))
+    eos = fields.get("eos_token_id")
+    if isinstance(eos, list):
+      eos = eos[0] if eos else None
+    if eos is None and fields.get("eos_token") is not None:
+      token = fields["eos_token"]
+      eos = self._tokenizer.token_to_id(token["content"] if isinstance(token, dict) else token)
+    if eos is None:
+      raise ValueError(f"{directory}: no eos_token_id in config.json and no known eos_token in "
+                       "tokenizer_config.json")
+    return int(eos)
+
+  def encode(self, text: str) -> np.ndarray:
+    """Returns the ids of `text` as int32 (no special tokens added)."""
+    return np.asarray(self._tokenizer.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    """Returns the text of `ids`, special tokens (EOS) skipped."""
+    return self._tokenizer.decode(np.asarray(ids, np.int64).tolist(), skip_special_tokens=True)
 
 
 def _training_lines(texts: Iterable[str], max_line_bytes: int) -> Iterator[str]:
@@ -152,11 +203,11 @@ def make_tokenizer(
     cache_dir: str | None = None,
     training_texts: Iterable[str] | None = None,
     corpus_fingerprint: str | None = None,
-) -> ByteTokenizer | SentencePieceTokenizer:
+) -> ByteTokenizer | SentencePieceTokenizer | HuggingFaceTokenizer:
   """Makes the tokenizer called `name`.
 
   Args:
-    name: "byte" or "sentencepiece" (the `data.tokenizer` setting).
+    name: "byte", "sentencepiece" or "hf:DIR" (the `data.tokenizer` setting).
     vocab_size: SentencePiece vocabulary size; ignored for "byte" (always 257).
     cache_dir: Where SentencePiece models are cached.
     training_texts: SentencePiece training documents, read only on a cache miss.
@@ -168,6 +219,8 @@ def make_tokenizer(
   """
   if name == "byte":
     return ByteTokenizer()
+  if name.startswith(HF_PREFIX):
+    return HuggingFaceTokenizer(name.removeprefix(HF_PREFIX))
   if name != "sentencepiece":
     raise ValueError(f"Unknown data.tokenizer {name!r}; known: {list(TOKENIZER_NAMES)}.")
   if vocab_size is None or cache_dir is None:

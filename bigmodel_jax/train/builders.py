@@ -12,16 +12,17 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from bigmodel_jax import losses
+from bigmodel_jax import hf, losses
 from bigmodel_jax.data import (
-    TOKENIZER_NAMES,
-    ByteTokenizer,
-    bytes_per_token,
-    iter_texts,
-    load_source,
-    make_lm_dataset,
-    make_tokenizer,
+  TOKENIZER_NAMES,
+  ByteTokenizer,
+  bytes_per_token,
+  iter_texts,
+  load_source,
+  make_lm_dataset,
+  make_tokenizer,
 )
+from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.models import TransformerConfig
 from bigmodel_jax.train import sharding
 
@@ -59,6 +60,22 @@ def model_config(model: ml_collections.ConfigDict, tokenizer_vocab_size: int | N
     return TransformerConfig(**fields)
   except (TypeError, ValueError) as e:
     raise ValueError(f"invalid model config: model.{e}") from e
+
+
+NUMERICS_FIELDS = ("dtype", "param_dtype", "remat")
+
+
+def numerics(model: ml_collections.ConfigDict) -> dict:
+  """The fields of the `model` section that a checkpoint does not fix (dtype, param_dtype,
+  remat)."""
+  return {k: model[k] for k in NUMERICS_FIELDS}
+
+
+def hf_model_config(init_from: str, model: ml_collections.ConfigDict) -> TransformerConfig:
+  """The TransformerConfig of `init_from` = "hf:DIR" (DIR/config.json), numerics from `model`."""
+  if not init_from.startswith(HF_PREFIX):
+    raise ValueError(f"init_from ({init_from!r}) must be 'hf:DIR', a Hugging Face directory")
+  return hf.load_config(init_from.removeprefix(HF_PREFIX), **numerics(model))
 
 
 def mesh_and_rules(config: ml_collections.ConfigDict):
@@ -110,6 +127,8 @@ def tokenizer_vocab_size(data: ml_collections.ConfigDict) -> int:
     return ByteTokenizer.vocab_size
   if data.tokenizer == "sentencepiece":
     return data.tokenizer_vocab_size
+  if data.tokenizer.startswith(HF_PREFIX):
+    return make_tokenizer(data.tokenizer).vocab_size
   raise ValueError(f"Unknown data.tokenizer {data.tokenizer!r}; known: {list(TOKENIZER_NAMES)}")
 
 

@@ -2,8 +2,11 @@
 
 `run_comparison(config, workdir)`: restore the parameters of an experiments.pretrain workdir
 (`config.init_from`; the model config comes from the checkpoint, its optimizer state is not
-restored), then for every method x learning rate of `config.finetune`: a fresh optimizer from the
-factory, `finetune.steps` steps on the generated arithmetic domain, and the figures of the run:
+restored) or import a Hugging Face Llama / GPT-2 directory (`config.init_from="hf:DIR"`; the
+model config comes from its config.json, the numerics dtype / param_dtype / remat from
+`config.model`, and its tokenizer.json tokenizes both the fine-tuning data and the pre-training
+corpus `data`), then for every method x learning rate of `config.finetune`: a fresh optimizer from
+the factory, `finetune.steps` steps on the generated arithmetic domain, and the figures of the run:
 
   ft_loss, ft_accuracy      validation loss (nats/token) and exact-match accuracy on held-out
                             problems (greedy decoding)
@@ -28,7 +31,9 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bigmodel_jax.data import ByteTokenizer, arithmetic, make_lm_dataset
+from bigmodel_jax import hf
+from bigmodel_jax.data import arithmetic, make_lm_dataset
+from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import builders, checkpointing, metrics, sharding
 from bigmodel_jax.train.loop import evaluate
@@ -69,6 +74,41 @@ def restore_pretrained(init_from: str, mesh, rules):
   return model_config, graphdef, restored["state"]["params"], step
 
 
+def load_initial(config: ml_collections.ConfigDict, mesh, rules):
+  """The model config, graph, parameters and step that fine-tuning starts from.
+
+  Args:
+    config: the experiment config; `init_from` is a pretrain workdir or "hf:DIR".
+    mesh: the device mesh.
+    rules: logical-to-mesh axis rules.
+
+  Returns:
+    (TransformerConfig, graphdef, params sharded on `mesh`, checkpoint step; 0 for "hf:").
+  """
+  if not config.init_from.startswith(HF_PREFIX):
+    return restore_pretrained(config.init_from, mesh, rules)
+  model_config, graphdef, params = hf.import_checkpoint(
+      config.init_from.removeprefix(HF_PREFIX), mesh, rules, **builders.numerics(config.model))
+  return model_config, graphdef, params, 0
+
+
+def with_checkpoint_tokenizer(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with data.tokenizer set to "hf:DIR" when init_from is "hf:DIR".
+
+  Raises:
+    ValueError: naming data.tokenizer when it names another tokenizer than "byte" (the default).
+  """
+  if not config.init_from.startswith(HF_PREFIX) or config.data.tokenizer == config.init_from:
+    return config
+  if config.data.tokenizer != "byte":
+    raise ValueError(f"data.tokenizer ({config.data.tokenizer!r}) must be left at 'byte' or "
+                     f"equal init_from ({config.init_from!r}): a Hugging Face checkpoint "
+                     "brings its own tokenizer")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.tokenizer = config.init_from
+  return config
+
+
 def parse_method(method: str) -> tuple[str, dict]:
   """"mofo@0.1" -> ("mofo", {"fraction": 0.1}); "adamw" -> ("adamw", {})."""
   name, _, value = method.partition("@")
@@ -103,21 +143,27 @@ class Context:
   """What every run shares: mesh, model graph, pre-trained params, data and jitted evaluations."""
 
   def __init__(self, config: ml_collections.ConfigDict):
+    config = with_checkpoint_tokenizer(config)
     self.config = config
     ft = config.finetune
     if ft.task != "arithmetic":
       raise ValueError(f"finetune.task must be 'arithmetic', got {ft.task!r}")
     self.mesh, self.rules = builders.mesh_and_rules(config)
     builders.check_batch_divisibility(ft.batch_size, 1, self.mesh)
-    self.model_config, self.graphdef, self.init_params, self.init_step = restore_pretrained(
-        config.init_from, self.mesh, self.rules)
-    self.tokenizer = ByteTokenizer()
+    self.model_config, self.graphdef, self.init_params, self.init_step = load_initial(
+        config, self.mesh, self.rules)
+    for key, length in (("data.seq_len", config.data.seq_len), ("finetune.seq_len", ft.seq_len)):
+      if not self.model_config.use_rope and length > self.model_config.max_seq_len:
+        raise ValueError(f"{key} ({length}) exceeds the model's position table "
+                         f"({self.model_config.max_seq_len})")
+    self.pretrain_data = builders.make_data(config)
+    self.tokenizer = self.pretrain_data.tokenizer
     if self.model_config.vocab_size < self.tokenizer.vocab_size:
-      raise ValueError("the pre-trained model's vocabulary is smaller than the byte tokenizer's")
+      raise ValueError(f"the pre-trained model's vocabulary ({self.model_config.vocab_size}) is "
+                       f"smaller than data.tokenizer's ({self.tokenizer.vocab_size})")
     self.sources = {split: arithmetic.ArithmeticSource(
         split=split, digits=ft.digits, validation_fraction=ft.validation_fraction,
         seed=ft.split_seed, reverse_answer=ft.reverse_answer) for split in arithmetic.SPLITS}
-    self.pretrain_data = builders.make_data(config)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     params_shardings = jax.tree.map(lambda x: x.sharding, self.init_params)
     self.eval_step = jax.jit(make_eval_step(self.graphdef),
