@@ -13,7 +13,6 @@ Parts (`--config.compare.parts`), each writing its figures into `summary.json` i
 """
 
 import importlib
-import json
 import os
 import statistics
 import time
@@ -27,7 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, memory, metrics
+from bigmodel_jax.train import builders, memory, metrics, outputs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -212,8 +211,7 @@ def run(config, workdir: str) -> dict:
   summary = {}
   for part in config.compare.parts:
     summary[part] = parts[part]()
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    outputs.write_summary(summary, workdir)
   _plot_memory(summary, workdir)
   return summary
 

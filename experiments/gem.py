@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from bigmodel_jax import losses
 from bigmodel_jax.data.multi_answer import MultiAnswerTask
 from bigmodel_jax.models import TransformerConfig, create_model
-from bigmodel_jax.train import metrics
+from bigmodel_jax.train import metrics, outputs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -197,9 +197,7 @@ def _plot_training(workdir: str, names, path: str) -> None:
 
 def run(config, workdir: str) -> dict:
   """Trains and evaluates every loss of `gem.losses`; writes and returns the summary."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  outputs.write_config(config, workdir)
   task = make_task(config)
   summary = {}
   for name in config.gem.losses:
@@ -209,8 +207,7 @@ def run(config, workdir: str) -> dict:
           flush=True)
   out = {"h": config.loss.h, "trained_from_scratch": True, "num_samples": config.gem.num_samples,
          "eval_prompts": len(task.splits["test"][:config.gem.eval_prompts]), "losses": summary}
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(out, f, indent=2)
+  outputs.write_summary(out, workdir)
   _plot_metrics(summary, os.path.join(workdir, "gem_metrics.png"))
   _plot_training(workdir, list(summary), os.path.join(workdir, "gem_training.png"))
   return out

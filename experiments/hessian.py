@@ -33,6 +33,7 @@ from bigmodel_jax.data.digits import load_digits
 from bigmodel_jax.models import TransformerConfig, create_model
 from bigmodel_jax.models.classifier_mlp import ClassifierMLP
 from bigmodel_jax.models.cnn import CNN
+from bigmodel_jax.train import outputs
 from bigmodel_jax.train.metrics import MetricWriter
 
 matplotlib.use("Agg")
@@ -426,15 +427,12 @@ def run(config, workdir: str) -> dict:
   if config.experiment not in EXPERIMENTS:
     raise ValueError(f"config.experiment must be one of {sorted(EXPERIMENTS)}, "
                      f"got {config.experiment!r}")
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  outputs.write_config(config, workdir)
   start = time.time()
   summary = EXPERIMENTS[config.experiment](config, workdir)
   summary["wall_seconds"] = time.time() - start
   summary["devices"] = [str(d) for d in jax.devices()]
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  outputs.write_summary(summary, workdir)
   return summary
 
 

@@ -37,7 +37,7 @@ from flax import nnx
 from safetensors import safe_open
 
 from bigmodel_jax import hf
-from bigmodel_jax.train import builders
+from bigmodel_jax.train import builders, outputs
 from configs import default
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
@@ -163,8 +163,7 @@ def main(argv):
     for t, rss, anon in sampler.samples:
       f.write(json.dumps({"t_s": t, "rss_increase_bytes": rss - baseline,
                           "anon_increase_bytes": anon - anon_baseline}) + "\n")
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  outputs.write_summary(summary, workdir)
   plot_rss(sampler.samples, (baseline, anon_baseline), os.path.join(workdir, "rss.png"))
   print(json.dumps(summary, indent=2))
 

@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, fused_step, memory, metrics
+from bigmodel_jax.train import builders, fused_step, memory, metrics, outputs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -89,8 +89,7 @@ def run(config, workdir: str) -> dict:
   writer.close()
   summary = {"batch_size": config.lomo.memory_batch_size, "seq_len": config.lomo.memory_seq_len,
              "max_grad_norm": config.opt.max_grad_norm, "models": summary}
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  outputs.write_summary(summary, workdir)
   _plot(summary["models"], os.path.join(workdir, "memory.png"))
   return summary
 

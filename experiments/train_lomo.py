@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, metrics, sharding
+from bigmodel_jax.train import builders, metrics, outputs, sharding
 from bigmodel_jax.train.fused_step import make_fused_train_step
 from bigmodel_jax.train.loop import evaluate
 from bigmodel_jax.train.state import init_train_state
@@ -120,15 +120,12 @@ def _plot(workdir: str, names, path: str) -> None:
 
 def run(config, workdir: str) -> dict:
   """Trains every optimizer of `lomo.train_optimizers`; writes and returns the summary."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  outputs.write_config(config, workdir)
   data = builders.make_data(config)
   names = list(config.lomo.train_optimizers)
   summary = {"steps": config.train.steps, "max_grad_norm": config.opt.max_grad_norm,
              "optimizers": {name: train_one(config, name, data, workdir) for name in names}}
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  outputs.write_summary(summary, workdir)
   _plot(workdir, names, os.path.join(workdir, "loss_curves.png"))
   return summary
 

@@ -19,7 +19,6 @@ run, each with its "run"), summary.json (every run, the best learning rate of ev
 target check) and forgetting_vs_accuracy.png.
 """
 
-import json
 import math
 import os
 import time
@@ -35,7 +34,7 @@ from bigmodel_jax import hf
 from bigmodel_jax.data import arithmetic, make_lm_dataset
 from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, checkpointing, metrics, sharding
+from bigmodel_jax.train import builders, checkpointing, metrics, outputs, sharding
 from bigmodel_jax.train.loop import evaluate
 from bigmodel_jax.train.state import TrainState, abstract_model, state_shardings
 from bigmodel_jax.train.step import make_eval_step, make_train_step
@@ -280,11 +279,6 @@ def plot_forgetting(runs: list[dict], best: dict, path: str) -> None:
   plt.close(fig)
 
 
-def _write_json(path: str, value) -> None:
-  with open(path, "w") as f:
-    json.dump(value, f, indent=2)
-
-
 def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Fine-tunes with every method x learning rate of `config.finetune`; writes the outputs.
 
@@ -296,9 +290,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The summary written to summary.json.
   """
   start = time.time()
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  outputs.write_config(config, workdir)
   ft = config.finetune
   for method in ft.methods:
     parse_method(method)  # fail early on a bad method
@@ -327,6 +319,6 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "runs": runs, "best_per_method": best,
              "target": target_check(best, ft.target_method, ft.target_baseline),
              "wall_time_s": time.time() - start}
-  _write_json(os.path.join(workdir, "summary.json"), summary)
+  outputs.write_summary(summary, workdir)
   plot_forgetting(runs, best, os.path.join(workdir, "forgetting_vs_accuracy.png"))
   return summary

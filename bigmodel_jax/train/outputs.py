@@ -1,0 +1,50 @@
+"""The files every run writes into its workdir: config.json and summary.json (DESIGN.md).
+
+Both are written atomically (a temporary file in the same directory, then `os.replace`), so a
+run killed mid-write leaves the previous file or none, never half a JSON document.
+"""
+
+import json
+import os
+import tempfile
+
+import ml_collections
+
+
+def write_json(path: str, value) -> None:
+  """Writes `value` as indented JSON to `path`, atomically.
+
+  Args:
+    path: the file to (re)write; its directory must exist.
+    value: anything `json.dump` accepts.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
+    try:
+      json.dump(value, f, indent=2)
+      f.write("\n")
+    except BaseException:
+      os.remove(f.name)
+      raise
+  os.replace(f.name, path)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Creates `workdir` and writes the run's whole config to workdir/config.json.
+
+  Args:
+    config: the experiment config.
+    workdir: the run's output directory.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+
+
+def write_summary(summary: dict, workdir: str) -> None:
+  """Writes the run's figures to workdir/summary.json.
+
+  Args:
+    summary: the summary dict.
+    workdir: the run's output directory (exists).
+  """
+  write_json(os.path.join(workdir, "summary.json"), summary)
