@@ -33,12 +33,12 @@ def get_config(mode: str = ""):
       split_seed=0,
       seq_len=64,
       batch_size=32,
-      steps=150,
-      log_every=10,
+      steps=1500,
+      log_every=50,
       eval_batches=8,  # fine-tune validation loss: batches of batch_size x seq_len
-      accuracy_problems=256,  # validation problems decoded for the exact-match accuracy
+      accuracy_problems=400,  # validation problems decoded for the exact-match accuracy
       methods=("adamw", "mofo@0.05", "mofo@0.1", "mofo@0.15", "adamw_l2sp@1.0"),
-      lrs=(3e-4, 1e-3, 3e-3),
+      lrs=(1e-3, 3e-3),
       target_method="mofo@0.1",  # compared with target_baseline in summary.json
       target_baseline="adamw",
   )
