@@ -127,3 +127,11 @@ def test_sampling_frequencies_follow_filtered_distribution():
   np.testing.assert_allclose(freq, [0, 0.5 / 0.8, 0, 0.3 / 0.8, 0], atol=0.02)
   with pytest.raises(ValueError, match="temperature"):
     filter_logits(logits, temperature=0.0)
+
+
+def test_bench_sampling_decodes_the_same_tokens():
+  from experiments import bench_sampling  # pylint: disable=import-outside-toplevel
+  result = bench_sampling.run(new_tokens=4, prompt_len=3, batch=2, layers=1, width=32,
+                              repeats=1)
+  assert result["same_greedy_tokens"]
+  assert result["speedup_cached_over_recompute"] > 0
