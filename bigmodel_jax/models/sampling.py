@@ -111,22 +111,24 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: jax.Array, key:
 
 
 def generate_sampled_and_greedy(graphdef: nnx.GraphDef, params: nnx.State, prompts: jax.Array,
-                                key: jax.Array, options: SamplingOptions
-                                ) -> tuple[Generation, Generation]:
+                                key: jax.Array, options: SamplingOptions,
+                                samples_per_prompt: int = 1) -> tuple[Generation, Generation]:
   """Sampled and greedy responses of the same prompts, in one prefill and one decode loop.
 
   Args:
     graphdef: the graph definition of a Transformer.
-    params: its parameters as a pure dict (`nnx.to_pure_dict`), as the train state holds them.
+    params: its parameters (pure dict).
     prompts: int32[batch, prompt_len].
     key: PRNG key of the sampled rows.
     options: the sampling options of the sampled rows.
+    samples_per_prompt: k sampled responses per prompt (rows i*k .. i*k+k-1 belong to prompt i).
 
   Returns:
-    (sampled, greedy) generations, each of batch rows.
+    (sampled generation of batch * k rows, greedy generation of batch rows).
   """
-  batch = prompts.shape[0]
-  both = jnp.concatenate([prompts, prompts], axis=0)
-  greedy = jnp.arange(2 * batch) >= batch
+  num_sampled = prompts.shape[0] * samples_per_prompt
+  both = jnp.concatenate([jnp.repeat(prompts, samples_per_prompt, axis=0), prompts], axis=0)
+  greedy = jnp.arange(both.shape[0]) >= num_sampled
   out = generate(graphdef, params, both, key, options, greedy)
-  return jax.tree.map(lambda x: x[:batch], out), jax.tree.map(lambda x: x[batch:], out)
+  return (jax.tree.map(lambda x: x[:num_sampled], out),
+          jax.tree.map(lambda x: x[num_sampled:], out))
