@@ -112,7 +112,7 @@ def make_update(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
       (loss, log_ratio), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return ((optax.apply_updates(params, updates), opt_state),
-              (loss, optax.global_norm(grads), log_ratio))
+              (loss, optax.tree.norm(grads), log_ratio))
 
     (params, opt_state), (losses, grad_norms, log_ratios) = jax.lax.scan(
         epoch, (state.params, state.opt_state), length=options.epochs)

@@ -91,7 +91,7 @@ def make_ppo_update(graphdef: nnx.GraphDef, value_graphdef: nnx.GraphDef,
       v_updates, value_opt_state = value_optimizer.update(v_grads, value_opt_state, value_params)
       carry = (optax.apply_updates(params, updates), opt_state,
                optax.apply_updates(value_params, v_updates), value_opt_state)
-      return carry, (loss, v_loss, optax.global_norm(grads))
+      return carry, (loss, v_loss, optax.tree.norm(grads))
 
     carry = (state.params, state.opt_state, state.value_params, state.value_opt_state)
     carry, (losses, value_losses, grad_norms) = jax.lax.scan(epoch, carry, length=options.epochs)
