@@ -191,3 +191,17 @@ def test_remax_gradient_is_unbiased_with_lower_variance_than_reinforce():
   z = diff.mean() / (diff.std(ddof=1) / np.sqrt(num - held))
   assert abs(z) < 4, z
   assert total_variance(estimates["remax"]) < 0.7 * total_variance(estimates["reinforce"])
+
+
+def test_method_memory_is_exact_and_abstract():
+  from bigmodel_jax.rl.memory import method_memory  # pylint: disable=import-outside-toplevel
+  sizes = {name: method_memory(name, CONFIG, optax.adam(1e-3), OPTIONS, batch_size=2,
+                               prompt_len=7, compile_step=name == "remax")
+           for name in ("remax", "ppo")}
+  param_bytes = 4 * CONFIG.num_params()
+  remax, ppo = sizes["remax"]["state_bytes"], sizes["ppo"]["state_bytes"]
+  assert remax["params"] == remax["ref_params"] == param_bytes
+  assert remax["opt_state"] == 2 * param_bytes + 4  # Adam's mu, nu and count
+  assert ppo["value_params"] == param_bytes + 4 * (CONFIG.embed_dim + 1)  # + the scalar head
+  assert remax["total"] / ppo["total"] < 0.6
+  assert sizes["remax"]["step_peak_bytes"] > remax["total"]

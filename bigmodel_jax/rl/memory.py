@@ -1,9 +1,16 @@
 """Exact memory of an RL method: its state bytes and its compiled step's XLA memory analysis."""
 
 import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
 
+from bigmodel_jax.models import TransformerConfig
+from bigmodel_jax.rl.factory import make_method
+from bigmodel_jax.rl.options import RLOptions
 from bigmodel_jax.rl.rollout import Method
 from bigmodel_jax.rl.state import RLState, state_bytes
+from bigmodel_jax.train.state import abstract_model
 
 
 def step_memory(method: Method, state: RLState, prompts: jax.Array, key: jax.Array) -> dict:
@@ -28,3 +35,41 @@ def step_memory(method: Method, state: RLState, prompts: jax.Array, key: jax.Arr
           - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
   return {"state_bytes": state_bytes(abstract), "step_peak_bytes": int(peak),
           "step_temp_bytes": int(analysis.temp_size_in_bytes)}
+
+
+def _sizing_reward(prompts: jax.Array, responses: jax.Array, mask: jax.Array) -> jax.Array:
+  del prompts, responses
+  return mask.mean(axis=1, dtype=jnp.float32)
+
+
+def abstract_method(name: str, model_config: TransformerConfig,
+                    optimizer: optax.GradientTransformation, options: RLOptions
+                    ) -> tuple[Method, RLState]:
+  """Method `name` on a model of `model_config`, and its abstract state (nothing allocated).
+
+  The reward is a stand-in (the fraction of the response before EOS): any jnp reward costs
+  next to nothing beside the model.
+  """
+  graphdef, params = abstract_model(model_config)
+  built = {}
+
+  def build(params):
+    method, state = make_method(name, model_config, graphdef, params, optimizer,
+                                _sizing_reward, options)
+    built["method"] = method
+    return state
+
+  state = jax.eval_shape(build, nnx.to_pure_dict(params))
+  return built["method"], state
+
+
+def method_memory(name: str, model_config: TransformerConfig,
+                  optimizer: optax.GradientTransformation, options: RLOptions, *,
+                  batch_size: int, prompt_len: int, compile_step: bool) -> dict:
+  """`step_memory` of a method on abstract prompts int32[batch_size, prompt_len] (or only the
+  state bytes when not compile_step), for experiments.memory."""
+  method, state = abstract_method(name, model_config, optimizer, options)
+  if not compile_step:
+    return {"state_bytes": state_bytes(state)}
+  prompts = jax.ShapeDtypeStruct((batch_size, prompt_len), jnp.int32)
+  return step_memory(method, state, prompts, jax.random.key(0))
