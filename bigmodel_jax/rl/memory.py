@@ -13,11 +13,24 @@ from bigmodel_jax.rl.state import RLState, state_bytes
 from bigmodel_jax.train.state import abstract_model
 
 
+def compile_step(method: Method, state: RLState, prompts: jax.Array, key: jax.Array):
+  """The method's step, jitted with the state donated (as a training loop runs it), compiled
+  for the shapes of `state` and `prompts` (concrete or abstract; nothing is run)."""
+  abstract = jax.eval_shape(lambda s: s, state)
+  return jax.jit(method.step, donate_argnums=0).lower(abstract, prompts, key).compile()
+
+
+def compiled_memory(compiled) -> dict:
+  """XLA's memory analysis of a compiled step: peak = arguments + outputs - aliased (donated)
+  + temporaries, and the temporaries alone."""
+  analysis = compiled.memory_analysis()
+  peak = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+          - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+  return {"step_peak_bytes": int(peak), "step_temp_bytes": int(analysis.temp_size_in_bytes)}
+
+
 def step_memory(method: Method, state: RLState, prompts: jax.Array, key: jax.Array) -> dict:
   """State bytes per part, and the compiled step's memory (compiled, never run).
-
-  The step is jitted with the state donated, as a training loop runs it; peak = arguments +
-  outputs - aliased (donated) + temporaries, from XLA's memory analysis.
 
   Args:
     method: the method.
@@ -28,13 +41,9 @@ def step_memory(method: Method, state: RLState, prompts: jax.Array, key: jax.Arr
   Returns:
     {"state_bytes": {part: bytes, "total": bytes}, "step_peak_bytes", "step_temp_bytes"}.
   """
-  abstract = jax.eval_shape(lambda s: s, state)
-  compiled = jax.jit(method.step, donate_argnums=0).lower(abstract, prompts, key).compile()
-  analysis = compiled.memory_analysis()
-  peak = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-          - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
-  return {"state_bytes": state_bytes(abstract), "step_peak_bytes": int(peak),
-          "step_temp_bytes": int(analysis.temp_size_in_bytes)}
+  compiled = compile_step(method, state, prompts, key)
+  return {"state_bytes": state_bytes(jax.eval_shape(lambda s: s, state)),
+          **compiled_memory(compiled)}
 
 
 def _sizing_reward(prompts: jax.Array, responses: jax.Array, mask: jax.Array) -> jax.Array:
