@@ -67,7 +67,7 @@ def _next_token(logits: jax.Array, greedy: jax.Array, key: jax.Array,
   return jnp.where(greedy, jnp.argmax(logits, axis=-1), drawn).astype(jnp.int32)
 
 
-def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: jax.Array, key: jax.Array,
+def generate(graphdef: nnx.GraphDef, params: dict, prompts: jax.Array, key: jax.Array,
              options: SamplingOptions, greedy: jax.Array | bool = False) -> Generation:
   """Generates `options.max_new_tokens` tokens after each prompt, with a KV cache.
 
@@ -110,7 +110,7 @@ def generate(graphdef: nnx.GraphDef, params: nnx.State, prompts: jax.Array, key:
   return Generation(tokens.T, mask.T)
 
 
-def generate_sampled_and_greedy(graphdef: nnx.GraphDef, params: nnx.State, prompts: jax.Array,
+def generate_sampled_and_greedy(graphdef: nnx.GraphDef, params: dict, prompts: jax.Array,
                                 key: jax.Array, options: SamplingOptions,
                                 samples_per_prompt: int = 1) -> tuple[Generation, Generation]:
   """Sampled and greedy responses of the same prompts, in one prefill and one decode loop.
