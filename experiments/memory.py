@@ -5,7 +5,10 @@ r"""Plans memory: `python -m experiments.memory --config=configs/llama.py:llama2
 
 Prints one JSON object:
   {"num_params": int, "param_bytes": int,
-   "optimizers": {NAME: {"state_bytes": int, "step_peak_bytes": int or null}}}
+   "optimizers": {NAME: {"state_bytes": int, "step_peak_bytes": int or null}},
+   "rl_methods": {NAME: {"state_bytes": {part: int, "total": int}, "step_peak_bytes": int}}}
+(rl_methods only with --rl_methods=remax,ppo,...; the RL state holds policy, optimizer state,
+reference and, for PPO, the value model and its optimizer state).
 state_bytes is the optimizer state of the whole model (jax.eval_shape, nothing allocated);
 step_peak_bytes (with --compile) is XLA's memory analysis of the compiled train step, per device
 of the config's mesh, at the config's batch size and sequence length.
@@ -16,7 +19,10 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from bigmodel_jax import rl
+from bigmodel_jax.models.sampling import SamplingOptions
 from bigmodel_jax.optim.factory import available_optimizers, make_optimizer
+from bigmodel_jax.rl import memory as rl_mem
 from bigmodel_jax.train import builders, memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -27,6 +33,10 @@ _COMPILE = flags.DEFINE_bool("compile", False,
                              "Also compile the train step and report its peak memory.")
 _INIT_FROM = flags.DEFINE_string("init_from", None,
                                  "hf:DIR: the model of a Hugging Face directory's config.json.")
+_RL_METHODS = flags.DEFINE_list(
+    "rl_methods", [], "RL methods (bigmodel_jax.rl.METHODS) to size too, with the config's "
+    "optimizer: prompts of data.seq_len // 2 tokens, as many new tokens, "
+    "train.global_batch_size prompts per step.")
 flags.mark_flag_as_required("config")
 
 
@@ -58,8 +68,26 @@ def main(argv):
           global_batch_size=config.train.global_batch_size, seq_len=config.data.seq_len,
           grad_accum_steps=config.train.grad_accum_steps)
     result["optimizers"][name] = {"state_bytes": opt_bytes, "step_peak_bytes": peak}
-  print(json.dumps({"num_params": result["num_params"], "param_bytes": result["param_bytes"],
-                    "optimizers": result["optimizers"]}))
+  output = {"num_params": result["num_params"], "param_bytes": result["param_bytes"],
+            "optimizers": result["optimizers"]}
+  if _RL_METHODS.value:
+    output["rl_methods"] = rl_memory(config, model_config, _RL_METHODS.value, _COMPILE.value)
+  print(json.dumps(output))
+
+
+def rl_memory(config, model_config, names: list[str], compile_step: bool) -> dict:
+  """State bytes (and compiled step memory) of each RL method (ReMax, PPO, ...)."""
+  unknown = sorted(set(names) - set(rl.METHODS))
+  if unknown:
+    raise app.UsageError(f"--rl_methods: unknown {unknown}; choose from {sorted(rl.METHODS)}")
+  optimizer, _ = make_optimizer(config.opt, config.train.steps)
+  prompt_len = config.data.seq_len // 2
+  options = rl.RLOptions(SamplingOptions(max_new_tokens=config.data.seq_len - prompt_len),
+                         samples_per_prompt=2)
+  return {name: rl_mem.method_memory(name, model_config, optimizer, options,
+                                     batch_size=config.train.global_batch_size,
+                                     prompt_len=prompt_len, compile_step=compile_step)
+          for name in names}
 
 
 if __name__ == "__main__":

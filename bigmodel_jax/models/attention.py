@@ -1,4 +1,6 @@
-"""Causal multi-head attention with grouped-query heads and optional RoPE."""
+"""Causal multi-head attention with grouped-query heads, optional RoPE and a KV cache."""
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +8,18 @@ from flax import nnx
 
 from bigmodel_jax.models import initializers, rope
 from bigmodel_jax.models.config import TransformerConfig
+
+
+class LayerCache(NamedTuple):
+  """One layer's (or, stacked on a leading axis, every layer's) attention keys and values.
+
+  Attributes:
+    key: [..., batch, max_len, num_kv_heads, head_dim] keys, slot s holding position s.
+    value: the values, same shape.
+  """
+
+  key: jax.Array
+  value: jax.Array
 
 
 def _projection(config: TransformerConfig, einsum: str, kernel_names: tuple[str, ...],
@@ -19,11 +33,35 @@ def _projection(config: TransformerConfig, einsum: str, kernel_names: tuple[str,
       bias_init=initializers.zeros(bias_names), rngs=rngs)
 
 
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """Causal softmax attention; K key/value heads are shared by H / K query heads each.
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """Softmax attention under a boolean mask; K key/value heads are shared by H / K query heads.
 
   The logits and the softmax are computed in float32; everything is plain differentiable jnp,
   so forward-over-reverse autodiff (Hessian-vector products) works through it.
+
+  Args:
+    q: [batch, q_length, H, head_dim] queries.
+    k: [batch, kv_length, K, head_dim] keys, H % K == 0.
+    v: [batch, kv_length, K, head_dim] values.
+    mask: bool, broadcastable to [batch, 1, 1, q_length, kv_length]; True where a query may
+      attend to a key.
+
+  Returns:
+    [batch, q_length, H, head_dim] in the dtype of `v`.
+  """
+  batch, length, num_heads, head_dim = q.shape
+  num_kv_heads = k.shape[2]
+  q = q.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)
+  logits = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(jnp.float32(head_dim))
+  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
+  return out.reshape(batch, length, num_heads, head_dim)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """Causal softmax attention: each position attends to itself and the positions before it.
 
   Args:
     q: [batch, length, H, head_dim] queries.
@@ -33,16 +71,8 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   Returns:
     [batch, length, H, head_dim] in the dtype of `v`.
   """
-  batch, length, num_heads, head_dim = q.shape
-  num_kv_heads = k.shape[2]
-  q = q.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)
-  logits = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
-  logits = logits / jnp.sqrt(jnp.float32(head_dim))
-  mask = jnp.tril(jnp.ones((length, length), dtype=bool))
-  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
-  return out.reshape(batch, length, num_heads, head_dim)
+  length = q.shape[1]
+  return masked_attention(q, k, v, jnp.tril(jnp.ones((length, length), dtype=bool)))
 
 
 class Attention(nnx.Module):
@@ -68,6 +98,16 @@ class Attention(nnx.Module):
                            kernel_shape=(h, dh, d),
                            stddev=initializers.residual_stddev(config.num_layers), rngs=rngs)
 
+  def _qkv(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Projects to queries, keys and values (RoPE-rotated for Llama)."""
+    q, k, v = self.query(x), self.key(x), self.value(x)
+    if self.config.use_rope:
+      inv_freq = rope.inverse_frequencies(self.config.head_dim, self.config.rope_theta,
+                                          self.config.rope_scaling)
+      q = rope.apply_rope(q, positions, inv_freq)
+      k = rope.apply_rope(k, positions, inv_freq)
+    return q, k, v
+
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     """Attends each position to itself and the positions before it.
 
@@ -78,10 +118,30 @@ class Attention(nnx.Module):
     Returns:
       [batch, length, embed] in the compute dtype.
     """
-    q, k, v = self.query(x), self.key(x), self.value(x)
-    if self.config.use_rope:
-      inv_freq = rope.inverse_frequencies(self.config.head_dim, self.config.rope_theta,
-                                          self.config.rope_scaling)
-      q = rope.apply_rope(q, positions, inv_freq)
-      k = rope.apply_rope(k, positions, inv_freq)
-    return self.out(causal_attention(q, k, v))
+    return self.out(causal_attention(*self._qkv(x, positions)))
+
+  def cached(self, x: jax.Array, positions: jax.Array, cache: LayerCache, index: jax.Array
+             ) -> tuple[jax.Array, LayerCache]:
+    """Attends `length` new positions to themselves and to the cached keys and values.
+
+    The new keys and values are written into cache slots index .. index + length - 1; cache slot
+    s holds position s, so a query at position p attends to slots s <= p.
+
+    Args:
+      x: [batch, length, embed] normalised residual stream of the new positions.
+      positions: int32[batch, length] their positions (index .. index + length - 1).
+      cache: this layer's keys and values, each [batch, max_len, K, head_dim].
+      index: int32 scalar, the first slot to write.
+
+    Returns:
+      ([batch, length, embed] output, the updated cache).
+    """
+    q, k, v = self._qkv(x, positions)
+    zero = jnp.zeros((), jnp.int32)
+    start = (zero, index.astype(jnp.int32), zero, zero)
+    cache = LayerCache(jax.lax.dynamic_update_slice(cache.key, k.astype(cache.key.dtype), start),
+                       jax.lax.dynamic_update_slice(cache.value, v.astype(cache.value.dtype),
+                                                    start))
+    slots = jnp.arange(cache.key.shape[1], dtype=jnp.int32)
+    mask = slots[None, None, None, None, :] <= positions[:, None, None, :, None]
+    return self.out(masked_attention(q, cache.key, cache.value, mask)), cache

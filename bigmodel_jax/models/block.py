@@ -3,7 +3,7 @@
 import jax
 from flax import nnx
 
-from bigmodel_jax.models.attention import Attention
+from bigmodel_jax.models.attention import Attention, LayerCache
 from bigmodel_jax.models.config import TransformerConfig
 from bigmodel_jax.models.mlp import make_mlp
 from bigmodel_jax.models.norms import make_norm
@@ -30,3 +30,20 @@ class Block(nnx.Module):
     """
     x = x + self.attn(self.attn_norm(x), positions)
     return x + self.mlp(self.mlp_norm(x))
+
+  def cached(self, x: jax.Array, positions: jax.Array, cache: LayerCache, index: jax.Array
+             ) -> tuple[jax.Array, LayerCache]:
+    """Applies the block to new positions, attending through (and updating) the KV cache.
+
+    Args:
+      x: [batch, length, embed] residual stream of the new positions.
+      positions: int32[batch, length] their positions.
+      cache: this layer's keys and values.
+      index: int32 scalar, the cache slot of the first new position.
+
+    Returns:
+      (the updated residual stream, the updated cache).
+    """
+    attended, cache = self.attn.cached(self.attn_norm(x), positions, cache, index)
+    x = x + attended
+    return x + self.mlp(self.mlp_norm(x)), cache

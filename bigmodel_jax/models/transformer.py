@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bigmodel_jax.models import initializers
+from bigmodel_jax.models.attention import LayerCache
 from bigmodel_jax.models.block import Block
 from bigmodel_jax.models.config import TransformerConfig
 from bigmodel_jax.models.norms import make_norm
@@ -64,13 +65,55 @@ class Transformer(nnx.Module):
     Returns:
       float32[batch, length, vocab_size] logits.
     """
+    return self._logits(self.features(tokens, positions))
+
+  def features(self, tokens: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+    """The final-normalised residual stream, [batch, length, embed] (what the LM head reads)."""
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    x = self._embed_tokens(tokens, positions)
+    return self.final_norm(self._apply_layers(x, positions))
+
+  def _embed_tokens(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
     x = self.embed(tokens)
     if not self.config.use_rope:
       x = x + self.pos_embed(positions)
-    x = self._apply_layers(x, positions)
-    return self._logits(self.final_norm(x))
+    return x
+
+  def init_cache(self, batch_size: int, max_len: int) -> LayerCache:
+    """An empty KV cache for every layer: key and value [num_layers, batch, max_len, K, Dh]."""
+    c = self.config
+    if max_len > c.max_seq_len:
+      raise ValueError(f"cache max_len ({max_len}) exceeds max_seq_len ({c.max_seq_len})")
+    shape = (c.num_layers, batch_size, max_len, c.num_kv_heads, c.head_dim)
+    return LayerCache(jnp.zeros(shape, c.compute_dtype), jnp.zeros(shape, c.compute_dtype))
+
+  def cached(self, tokens: jax.Array, cache: LayerCache, index: jax.Array
+             ) -> tuple[jax.Array, LayerCache]:
+    """Next-token logits of new tokens at positions index.., reading and writing the KV cache.
+
+    Prefill is one call with the whole prompt at index 0; each decode step is a call with one
+    token at index = number of tokens so far. Equals `__call__` on the whole prefix.
+
+    Args:
+      tokens: int32[batch, length] new token ids.
+      cache: the stacked cache from `init_cache` (or a previous call).
+      index: int32 scalar, the position of the first new token.
+
+    Returns:
+      (float32[batch, length, vocab_size] logits, the updated cache).
+    """
+    length = tokens.shape[1]
+    positions = jnp.broadcast_to(index + jnp.arange(length, dtype=jnp.int32), tokens.shape)
+    x = self._embed_tokens(tokens, positions)
+
+    @nnx.scan(in_axes=(nnx.Carry, 0, 0, None, None), out_axes=(nnx.Carry, 0),
+              transform_metadata=_LAYERS_METADATA)
+    def scan_fn(x, block, layer_cache, positions, index):
+      return block.cached(x, positions, layer_cache, index)
+
+    x, cache = scan_fn(x, self.layers, cache, positions, jnp.asarray(index, jnp.int32))
+    return self._logits(self.final_norm(x)), cache
 
   def _apply_layers(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     """Runs the stacked blocks with nnx.scan (each rematerialised if config.remat)."""

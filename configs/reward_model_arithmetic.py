@@ -1,0 +1,33 @@
+r"""A Bradley-Terry reward model on arithmetic preference pairs.
+
+  python -m experiments.reward_model --config=configs/reward_model_arithmetic.py \
+      --workdir=/tmp/reward_model
+
+Pairs are two corrupted answers to one addition problem, the one with more right characters
+preferred (`rl.reward_model.preference_pairs`); train pairs come from the train problems, the
+held-out pairs from the validation problems. `get_config("small")` is a seconds-long version.
+"""
+
+from configs import default
+
+
+def get_config(mode: str = ""):
+  """The reward-model experiment; mode "small" shrinks every size for an end-to-end test."""
+  c = default.get_config()
+  c.model.update(num_layers=2, num_heads=2, num_kv_heads=2, head_dim=32, embed_dim=64,
+                 mlp_dim=256, max_seq_len=16)
+  c.task = dict(digits=2, validation_fraction=0.2, split_seed=0)
+  c.reward_model = dict(
+      train_pairs=20000,  # candidate pairs drawn (ties are dropped)
+      heldout_pairs=2000,
+      steps=400,
+      batch_size=64,
+      lr=1e-3,
+      log_every=25,
+  )
+  if mode == "small":
+    c.reward_model.update(train_pairs=64, heldout_pairs=32, steps=3, batch_size=8, log_every=1)
+  elif mode:
+    raise ValueError(f"configs/reward_model_arithmetic.py: unknown mode {mode!r} (use '' or "
+                     "'small')")
+  return c
