@@ -8,10 +8,8 @@ and of process count, all in one launch (launches are slow on a 2-core machine).
 
 import json
 import os
+import pathlib
 import shutil
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -19,55 +17,13 @@ import pytest
 
 from bigmodel_jax.train import checkpointing, metrics
 from bigmodel_jax.train.loop import train_and_evaluate
+from experiments import soak
 from tests import test_loop
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
   return test_loop.write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _config_file(config, path) -> str:
-  """A config file for `python -m experiments.pretrain --config=...` that returns `config`."""
-  (path / "config.json").write_text(config.to_json())
-  source = f"open({str(path / 'config.json')!r}).read()"
-  (path / "config.py").write_text(
-      "import json\nimport ml_collections\n\n\ndef get_config():\n"
-      f"  return ml_collections.ConfigDict(json.loads({source}))\n")
-  return str(path / "config.py")
-
-
-def launch(config_file: str, workdir: str, num_processes: int, *overrides: str,
-           timeout: int = 600) -> list[subprocess.CompletedProcess]:
-  """Runs experiments.pretrain as `num_processes` local JAX processes of 4 CPU devices each."""
-  port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "experiments.pretrain", f"--config={config_file}",
-       f"--workdir={workdir}", "--config.distributed.initialize=True",
-       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-       f"--config.distributed.num_processes={num_processes}",
-       f"--config.distributed.process_id={i}", "--config.distributed.cpu_devices_per_process=4",
-       *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True) for i in range(num_processes)]
-  outputs = []
-  try:
-    for proc in procs:
-      out, _ = proc.communicate(timeout=timeout)
-      outputs.append(subprocess.CompletedProcess(proc.args, proc.returncode, out))
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-  return outputs
 
 
 def test_two_processes_resume_onto_another_mesh_and_match_one_process(corpus, tmp_path):
@@ -76,12 +32,19 @@ def test_two_processes_resume_onto_another_mesh_and_match_one_process(corpus, tm
   single_summary = train_and_evaluate(config, single)
   multi = str(tmp_path / "multi")
   shutil.copytree(single, multi, ignore=shutil.ignore_patterns("8", "summary.json"))
-  results = launch(_config_file(config, tmp_path), multi, 2, "--config.mesh.data=1",
-                   "--config.mesh.fsdp=8")
-  for i, result in enumerate(results):
-    assert result.returncode == 0, f"process {i}:\n{result.stdout[-4000:]}"
-  assert "resumed from step 4" in results[0].stdout
-  assert "resumed from step 4" not in results[1].stdout  # only process 0 prints
+  config.mesh.update(data=1, fsdp=8)
+  log = str(tmp_path / "process")
+  procs = soak.launch(soak.write_config_file(config, str(tmp_path)), multi, 2, log_path=log)
+  try:
+    codes = [proc.wait(timeout=600) for proc in procs]
+  finally:
+    for proc in procs:
+      proc.kill()
+  outputs = [pathlib.Path(f"{log}.{i}").read_text() for i in range(2)]
+  for i, (code, out) in enumerate(zip(codes, outputs)):
+    assert code == 0, f"process {i}:\n{out[-4000:]}"
+  assert "resumed from step 4" in outputs[0]
+  assert "resumed from step 4" not in outputs[1]  # only process 0 prints
   with open(os.path.join(multi, "summary.json")) as f:
     multi_summary = json.load(f)
   assert multi_summary["devices"] == 8

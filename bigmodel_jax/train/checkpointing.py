@@ -169,7 +169,10 @@ def fingerprint(tree) -> dict[str, list[int]]:
   """
   sums = multihost_utils.process_allgather(_leaf_fingerprints(tree), tiled=True)
   flat = jax.tree_util.tree_flatten_with_path(sums)[0]
-  return {jax.tree_util.keystr(path): [int(v) for v in np.asarray(value)]
+  # "params/embed/embedding", "opt_state/1/0/mu/...": the same for a TrainState and for the
+  # nested dicts and lists that orbax returns without a target.
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): [int(v) for v in
+                                                                   np.asarray(value)]
           for path, value in flat}
 
 
@@ -238,11 +241,15 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract_state)
       checksums=ocp.args.JsonRestore(), counters=ocp.args.JsonRestore()))
   state = jax.tree.unflatten(jax.tree.structure(abstract_state),
                              jax.tree.leaves(restored["state"]))
-  actual = fingerprint(state)
-  differing = sorted(k for k in actual if actual[k] != restored["checksums"].get(k))
-  if differing or actual.keys() != restored["checksums"].keys():
-    raise ValueError(f"the restored arrays differ from their saved fingerprint: {differing[:5]}")
+  _check_fingerprint(state, restored["checksums"])
   return state, restored["data"], restored["counters"]
+
+
+def _check_fingerprint(state, saved: dict[str, list[int]]) -> None:
+  actual = fingerprint(state)
+  differing = sorted(k for k in actual.keys() | saved.keys() if actual.get(k) != saved.get(k))
+  if differing:
+    raise ValueError(f"the restored arrays differ from their saved fingerprint: {differing[:5]}")
 
 
 def _move_aside(manager: ocp.CheckpointManager, step: int) -> None:
@@ -276,11 +283,17 @@ def load_state_on_host(directory: str, step: int):
 
   Returns:
     The saved state as a pytree (dicts and lists) of numpy arrays.
+
+  Raises:
+    ValueError: when the arrays do not match the fingerprint saved with them.
   """
-  path = epath.Path(directory).absolute() / str(step) / "state"
+  path = epath.Path(directory).absolute() / str(step)
   with ocp.StandardCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(path).item_metadata
+    metadata = checkpointer.metadata(path / "state").item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                           metadata)
-    return jax.device_get(checkpointer.restore(path, target))
+    state = checkpointer.restore(path / "state", target)
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    _check_fingerprint(state, checkpointer.restore(path / "checksums"))
+  return jax.device_get(state)
