@@ -6,6 +6,8 @@ Runs `experiments.pretrain` on the config (without its `soak` section's effect o
 `workdir/run`, and `soak.kills` times: waits until the run has logged a new step, sends SIGKILL
 after a uniform random delay of up to `soak.max_delay_s` (so kills land in steps, in evaluations,
 in compilation and in asynchronous checkpoint writes alike), and starts the same command again.
+With `soak.num_processes` > 1 every run is that many local JAX processes, and each signal goes to
+all of them (a whole job killed or preempted).
 Then `soak.sigterms` preemptions (SIGTERM: the run must save and exit with 143), then a final
 launch that runs to the end. An uninterrupted run of the same command goes to
 `workdir/uninterrupted`, and the final states are compared bit for bit; every checkpoint left in
