@@ -49,7 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
       eval_every=200,
       eval_batches=16,
       checkpoint_every=200,
-      keep_checkpoints=3,
+      keep_checkpoints=3,  # 2 or more: a damaged latest checkpoint falls back to the one before
+      max_consecutive_nonfinite=10,  # stop after this many skipped (non-finite) steps in a row
       peak_flops_per_device=ml_collections.config_dict.placeholder(float),
       hessian_every=0,  # > 0: log per-block top Hessian eigenvalues every this many steps
       hessian_lanczos_steps=20,
@@ -81,6 +82,17 @@ def get_config() -> ml_collections.ConfigDict:
       adalomo_decay_rate=0.8,  # adalomo: second-moment decay 1 - t^-rate
       adalomo_clip_threshold=1.0,  # adalomo: update RMS clip per tensor
       adalomo_param_scale_eps=1e-3,  # adalomo: step size lr * max(eps, RMS(p))
+  ))
+
+  # Multi-process runs (bigmodel_jax/train/distributed.py). initialize=True with the other keys
+  # unset detects them on SLURM, Cloud TPU pods, Open MPI and Kubernetes.
+  c.distributed = ml_collections.ConfigDict(dict(
+      initialize=False,
+      coordinator_address="",  # host:port of process 0; "": detected (or $JAX_COORDINATOR_ADDRESS)
+      num_processes=0,  # 0: detected
+      process_id=-1,  # -1: detected
+      cpu_devices_per_process=0,  # > 0: virtual CPU devices per process (one-machine runs)
+      initialization_timeout_s=300,
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -3,12 +3,20 @@ r"""Pre-trains a language model: `python -m experiments.pretrain --config=config
 Example:
   python -m experiments.pretrain --config=configs/gpt2.py:124m --config.train.steps=100 \
       --config.opt.lr=3e-4 --workdir=/tmp/run
+
+Running the same command again resumes from the workdir's latest checkpoint. Exit status: 0 when
+the run is complete, 143 after a SIGTERM (the checkpoint of the current step is written; run the
+same command again), 1 on an error.
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bigmodel_jax.train import distributed
 from bigmodel_jax.train.loop import train_and_evaluate
+from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -21,7 +29,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the bar readable
     logging.set_verbosity(logging.WARNING)
-  summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  distributed.initialize(_CONFIG.value.distributed)  # before anything touches the devices
+  try:
+    summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except Preempted as e:
+    print(e, flush=True)
+    sys.exit(PREEMPTED_EXIT_CODE)
   logging.info("summary: %s", summary)
   print({k: summary[k] for k in ("final_eval_loss_nats_per_token", "final_eval_bits_per_byte",
                                  "tokens_per_s", "wall_time_s")})

@@ -22,14 +22,18 @@ _WORDS = ("def", "return", "class", "import", "lambda", "yield", "self", "value"
           "with", "as", "pass")
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  root = tmp_path_factory.mktemp("corpus")
+def write_corpus(root):
+  """Writes the test corpus (40 small .py files) into `root` and returns it."""
   rng = np.random.default_rng(0)
   for i in range(40):
     lines = [" ".join(rng.choice(_WORDS, size=8)) for _ in range(30)]
     (root / f"doc_{i:02d}.py").write_text("\n".join(lines) + "\n")
   return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _config(corpus, tmp_path, steps=8):

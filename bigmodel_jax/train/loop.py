@@ -2,6 +2,13 @@
 
 config -> mesh, data, model, optimizer -> (resumed or fresh) sharded state -> jitted step ->
 metrics, evaluations, checkpoints -> summary.json and a loss-curve PNG in the workdir.
+
+Faults it survives: a killed process (the same command resumes from the latest complete
+checkpoint, bit-identically), SIGTERM (a checkpoint at the next step boundary, then `Preempted`),
+a damaged latest checkpoint (falls back to the previous one), non-finite steps (skipped and
+counted; a streak of `train.max_consecutive_nonfinite` stops the run), and an unwritable or full
+workdir (an error at start or at the failing save, naming the path and the last good checkpoint).
+The same code runs as one process or as several (train/distributed.py).
 """
 
 import json
@@ -15,9 +22,19 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, checkpointing, flops, metrics, plots, sharding
+from bigmodel_jax.train import (
+    builders,
+    checkpointing,
+    distributed,
+    flops,
+    metrics,
+    plots,
+    sharding,
+)
 from bigmodel_jax.train.hessian_logging import make_block_eigenvalue_logger
-from bigmodel_jax.train.state import abstract_train_state, init_train_state
+from bigmodel_jax.train.nonfinite import NonFiniteGuard
+from bigmodel_jax.train.preemption import Preempted, PreemptionWatcher
+from bigmodel_jax.train.state import abstract_train_state, init_train_state, tree_bytes
 from bigmodel_jax.train.step import make_eval_step, make_loss_fn, make_train_step
 
 
@@ -57,10 +74,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Returns:
     The summary dict that is also written to summary.json.
+
+  Raises:
+    Preempted: after a SIGTERM, once the checkpoint of the current step is written.
+    FloatingPointError: after `train.max_consecutive_nonfinite` skipped steps in a row.
+    OSError: when the workdir cannot take a checkpoint (at start) or a save fails.
   """
   start_time = time.time()
   is_lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  checkpoint_dir = os.path.join(workdir, "checkpoints")
+  checkpointing.check_writable(checkpoint_dir)
   if is_lead:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -68,21 +91,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh, rules = builders.mesh_and_rules(config)
   train_cfg = config.train
   builders.check_batch_divisibility(train_cfg.global_batch_size, train_cfg.grad_accum_steps, mesh)
-  data = builders.make_data(config)
+  data = distributed.lead_first(lambda: builders.make_data(config), "data")
   model_config = builders.model_config(config.model, data.tokenizer.vocab_size)
   optimizer, schedule = make_optimizer(config.opt, train_cfg.steps)
   identity = checkpointing.run_identity(model_config, config.opt.name)
 
-  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"),
-                                       max_to_keep=train_cfg.keep_checkpoints)
   graphdef, abstract_state = abstract_train_state(model_config, optimizer, mesh, rules)
+  checkpointing.check_free_space(checkpoint_dir, tree_bytes(abstract_state))
+  manager = checkpointing.make_manager(checkpoint_dir, max_to_keep=train_cfg.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, abstract_state, identity)
   train_iter = data.train_iterator()
   if restored is None:
     graphdef, state, _ = init_train_state(model_config, optimizer, mesh, rules, config.seed)
+    guard = NonFiniteGuard(train_cfg.max_consecutive_nonfinite)
   else:
-    state, data_state = restored
+    state, data_state, counters = restored
     train_iter.set_state(data_state)
+    guard = NonFiniteGuard(train_cfg.max_consecutive_nonfinite, counters)
     if is_lead:
       print(f"resumed from step {int(state.step)} of {manager.directory}", flush=True)
   state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
@@ -113,44 +138,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_loss = None
   train_time, timed_steps, window_start, window_steps = 0.0, 0, time.time(), 0
   try:
-    for step in range(first_step, train_cfg.steps):
-      batch = _global_batch(next(train_iter), batch_sharding)
-      if log_hessian and step % train_cfg.hessian_every == 0:  # at the pre-update parameters
-        paused = time.time()
-        writer.write(step, log_hessian(state.params, batch, step))
-        window_start += time.time() - paused  # not training time
-      state, step_metrics = train_step(state, batch)
-      window_steps += 1
-      done = step + 1
-      if done % train_cfg.log_every == 0 or done == train_cfg.steps:
-        step_metrics = jax.device_get(step_metrics)
-        elapsed = time.time() - window_start
-        if step > first_step:  # the first window includes compilation: not timed
-          train_time += elapsed
-          timed_steps += window_steps
-        step_metrics["tokens_per_s"] = tokens_per_step * window_steps / elapsed
-        step_metrics["model_flops_per_s"] = flops_per_step * window_steps / elapsed
-        if peak:
-          step_metrics["mfu"] = step_metrics["model_flops_per_s"] / (peak * jax.device_count())
-        if not math.isfinite(float(step_metrics["loss"])):
-          raise FloatingPointError(f"non-finite loss {step_metrics['loss']} at step {done}")
-        writer.write(done, step_metrics)
-        bar.set_postfix(loss=f"{step_metrics['loss']:.3f}",
-                        tok_s=f"{step_metrics['tokens_per_s']:.0f}")
-        window_start, window_steps = time.time(), 0
-      bar.update(1)
-      if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
-        paused = time.time()
-        eval_loss, _ = evaluate(eval_step, state.params, data.eval_batches(), batch_sharding)
-        writer.write(done, {"eval_loss": eval_loss,
-                            "eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token})
-        bar.write(f"step {done}: validation loss {eval_loss:.4f} nats/token")
-        window_start += time.time() - paused  # not training time
-      if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
-        checkpointing.save(manager, done, state, train_iter.get_state(), identity)
+    with PreemptionWatcher() as preemption:
+      for step in range(first_step, train_cfg.steps):
+        batch = _global_batch(next(train_iter), batch_sharding)
+        if log_hessian and step % train_cfg.hessian_every == 0:  # at the pre-update parameters
+          paused = time.time()
+          writer.write(step, log_hessian(state.params, batch, step))
+          window_start += time.time() - paused  # not training time
+        state, step_metrics = train_step(state, batch)
+        guard.push(step + 1, step_metrics.pop("finite"))
+        window_steps += 1
+        done = step + 1
+        if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+          guard.flush()
+          step_metrics = {**jax.device_get(step_metrics), **guard.counters()}
+          elapsed = time.time() - window_start
+          if step > first_step:  # the first window includes compilation: not timed
+            train_time += elapsed
+            timed_steps += window_steps
+          step_metrics["tokens_per_s"] = tokens_per_step * window_steps / elapsed
+          step_metrics["model_flops_per_s"] = flops_per_step * window_steps / elapsed
+          if peak:
+            step_metrics["mfu"] = step_metrics["model_flops_per_s"] / (peak * jax.device_count())
+          writer.write(done, step_metrics)
+          bar.set_postfix(loss=f"{step_metrics['loss']:.3f}",
+                          tok_s=f"{step_metrics['tokens_per_s']:.0f}")
+          window_start, window_steps = time.time(), 0
+        bar.update(1)
+        if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
+          paused = time.time()
+          eval_loss, _ = evaluate(eval_step, state.params, data.eval_batches(), batch_sharding)
+          writer.write(done, {"eval_loss": eval_loss,
+                              "eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token})
+          if is_lead:
+            bar.write(f"step {done}: validation loss {eval_loss:.4f} nats/token")
+          window_start += time.time() - paused  # not training time
+        preempted = done < train_cfg.steps and preemption.reached(done)
+        if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or preempted:
+          guard.flush()
+          checkpointing.save(manager, done, state, train_iter.get_state(), identity,
+                             guard.counters())
+        if preempted:
+          checkpointing.wait_until_finished(manager)
+          raise Preempted(done, str(manager.directory))
+      guard.flush()
   finally:
     bar.close()
-    manager.wait_until_finished()
+    checkpointing.wait_until_finished(manager)
     manager.close()
     writer.close()
 

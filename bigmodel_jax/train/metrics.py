@@ -33,7 +33,9 @@ class MetricWriter:
     self.enabled = enabled
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+      path = os.path.join(workdir, "metrics.jsonl")
+      _drop_partial_last_line(path)
+      self._jsonl = open(path, "a")  # noqa: SIM115
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -51,6 +53,16 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tensorboard.close()
+
+
+def _drop_partial_last_line(path: str) -> None:
+  """Cuts a line that a killed process left half-written, so that appending stays valid JSONL."""
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

@@ -4,6 +4,13 @@
 with explicit in/out shardings and a donated state. Gradient accumulation splits the global batch
 into micro-batches with `lax.scan` and divides the summed gradient once by the total token count,
 so an accumulated step computes exactly the gradient of the whole batch.
+
+A step whose loss or gradient norm is not finite is skipped: it returns the parameters and the
+optimizer state bitwise unchanged (so the optimizer's own count and schedule do not advance
+either), `state.step` still advances (it counts the batches consumed, which the data iterator,
+the checkpoints and the logged `lr` follow), and the metric `finite` is False. The loop counts
+those steps (train/nonfinite.py). This is optax.apply_if_finite's rule, applied to the whole state
+so that no -0.0 + 0.0 or NaN arithmetic touches the kept values.
 """
 
 from collections.abc import Callable
@@ -89,7 +96,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
   Returns:
     train_step(state, batch) -> (new_state, metrics) with metrics loss (per token), grad_norm,
-    update_norm, param_norm, lr and tokens.
+    update_norm, param_norm, lr, tokens and finite (False: the update was skipped).
   """
   loss_fn = make_loss_fn(graphdef, token_loss)
 
@@ -99,13 +106,18 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     grads = jax.tree.map(lambda g: g / weight_sum, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    loss, grad_norm = loss_sum / weight_sum, optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                     (params, opt_state), (state.params, state.opt_state))
     metrics = {
-        "loss": loss_sum / weight_sum,
-        "grad_norm": optax.tree.norm(grads),
+        "loss": loss,
+        "grad_norm": grad_norm,
         "update_norm": optax.tree.norm(updates),
         "param_norm": optax.tree.norm(params),
         "lr": schedule(state.step),
         "tokens": weight_sum,
+        "finite": finite,
     }
     return TrainState(state.step + 1, params, opt_state), metrics
 
