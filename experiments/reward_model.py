@@ -23,7 +23,7 @@ from bigmodel_jax.data.arithmetic import ArithmeticSource
 from bigmodel_jax.data.tokenizers import ByteTokenizer
 from bigmodel_jax.rl.reward_model import PreferencePairs, bradley_terry_loss, preference_pairs
 from bigmodel_jax.rl.value_model import ValueModel
-from bigmodel_jax.train import builders
+from bigmodel_jax.train import builders, outputs
 from bigmodel_jax.train.metrics import MetricWriter, progress_bar
 
 matplotlib.use("Agg")  # files only
@@ -53,9 +53,7 @@ def plot(rows: list[dict], path: str) -> None:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the reward model; returns (and writes) the summary."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  outputs.write_config(config, workdir)
   c = config.reward_model
   split = dict(digits=config.task.digits, validation_fraction=config.task.validation_fraction,
                seed=config.task.split_seed)
@@ -92,8 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "train_pair_accuracy": float(evaluate(params, train)[1]),
              "train_pairs": len(train.prompts), "heldout_pairs": len(heldout.prompts),
              "steps": c.steps, "num_params": int(sum(x.size for x in jax.tree.leaves(params)))}
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  outputs.write_summary(summary, workdir)
   plot(rows, os.path.join(workdir, "reward_model.png"))
   return summary
 

@@ -36,7 +36,7 @@ from bigmodel_jax.rl.gradient_variance import gradient_estimates, total_variance
 from bigmodel_jax.rl.logprobs import response_log_probs
 from bigmodel_jax.rl.memory import compile_step, compiled_memory
 from bigmodel_jax.rl.rewards import arithmetic_reward, arithmetic_targets
-from bigmodel_jax.train import builders
+from bigmodel_jax.train import builders, outputs
 from bigmodel_jax.train.metrics import MetricWriter, progress_bar
 from experiments import rlhf_plots
 
@@ -198,9 +198,7 @@ def gradient_variances(context: dict) -> dict:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the comparison; returns (and writes) the summary."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  outputs.write_config(config, workdir)
   digits, c = config.task.digits, config.rl
   model_config = builders.model_config(config.model, ByteTokenizer.vocab_size)
   graphdef, params = nnx.split(create_model(model_config, nnx.Rngs(config.seed)))
@@ -232,8 +230,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if c.variance_batches:
     summary["gradient_variance"] = gradient_variances(context)
   summary["targets"] = rlhf_plots.targets(summary)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  outputs.write_summary(summary, workdir)
   rlhf_plots.plot_curves({n: m["curve"] for n, m in methods.items()}, sft,
                          os.path.join(workdir, "rlhf_curves.png"))
   rlhf_plots.plot_cost(summary, os.path.join(workdir, "rlhf_cost.png"))

@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from bigmodel_jax.train import checkpointing, metrics
+from bigmodel_jax.train import checkpointing, metrics, outputs
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE
 
 matplotlib.use("Agg")
@@ -229,8 +229,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "bit_identical": bit_identical,
       "wall_time_s": time.time() - start,
   }
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  outputs.write_summary(summary, workdir)
   _plot(events, os.path.join(workdir, "soak.png"))
   return summary
 

@@ -11,7 +11,6 @@ workdir (an error at start or at the failing save, naming the path and the last 
 The same code runs as one process or as several (train/distributed.py).
 """
 
-import json
 import math
 import os
 import time
@@ -23,13 +22,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import (
-    builders,
-    checkpointing,
-    distributed,
-    flops,
-    metrics,
-    plots,
-    sharding,
+  builders,
+  checkpointing,
+  distributed,
+  flops,
+  metrics,
+  outputs,
+  plots,
+  sharding,
 )
 from bigmodel_jax.train.hessian_logging import make_block_eigenvalue_logger
 from bigmodel_jax.train.nonfinite import NonFiniteGuard
@@ -85,8 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpoint_dir = os.path.join(workdir, "checkpoints")
   checkpointing.check_writable(checkpoint_dir)
   if is_lead:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    outputs.write_config(config, workdir)
 
   mesh, rules = builders.mesh_and_rules(config)
   train_cfg = config.train
@@ -202,8 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "device_kind": jax.devices()[0].device_kind,
   }
   if is_lead:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    outputs.write_summary(summary, workdir)
     plots.plot_loss_curves(metrics.read_metrics(workdir), os.path.join(workdir, "loss.png"),
                            title=f"{model_config.architecture}, {summary['num_params']:,} params")
   return summary
