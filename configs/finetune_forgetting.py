@@ -6,7 +6,8 @@ r"""Fine-tuning vs forgetting.
 Starts from a checkpoint of experiments.pretrain (`--config.init_from=WORKDIR`; the model comes
 from the checkpoint) or from a Hugging Face Llama / GPT-2 directory (`--config.init_from=hf:DIR`,
 whose tokenizer.json then tokenizes all data), fine-tunes it on generated addition problems
-("07+35=240\n": answers least-significant digit first) with every method of `finetune.methods`
+("07+35=240\n": answers least-significant digit first; one problem per row, the loss on the
+answer tokens only, as in supervised fine-tuning) with every method of `finetune.methods`
 at every learning rate of `finetune.lrs` (equal steps), and measures fine-tune accuracy / loss,
 forgetting (increase of the validation loss on the pre-training corpus `data`, which must be the
 pre-training run's), and the distance to the pre-trained weights.
@@ -25,16 +26,19 @@ def get_config(mode: str = ""):
   # Workdir of experiments.pretrain (its checkpoints/ and config.json), or "hf:DIR": a Hugging
   # Face Llama / GPT-2 directory, whose tokenizer.json then tokenizes all data.
   c.init_from = ""
+  c.init_step = -1  # the pretrain workdir's checkpoint to start from; -1: its latest
   c.finetune = dict(
       task="arithmetic",
       digits=2,  # digits per operand: 10^4 problems
       reverse_answer=True,  # answers least-significant digit first ("07+35=240")
+      loss_on="answer",  # "answer": loss on answer tokens only (SFT); "document": every token
+      pack_problems=False,  # one problem per row at position 0 (True: packed like pre-training)
       validation_fraction=0.2,
       split_seed=0,
-      seq_len=64,
-      batch_size=32,
-      steps=1500,
-      log_every=50,
+      seq_len=16,  # a problem is 12 tokens with its start and end tokens
+      batch_size=64,
+      steps=2500,
+      log_every=100,
       eval_batches=8,  # fine-tune validation loss: batches of batch_size x seq_len
       accuracy_problems=400,  # validation problems decoded for the exact-match accuracy
       methods=("adamw", "mofo@0.05", "mofo@0.1", "mofo@0.15", "adamw_l2sp@1.0"),

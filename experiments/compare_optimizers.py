@@ -26,7 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, memory, metrics, outputs
+from bigmodel_jax.train import builders, memory, metrics, outputs, plots
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -167,14 +167,9 @@ def pretrain(config, workdir: str) -> dict:
   for name in config.compare.optimizers:
     steps, losses = zip(*out[name]["validation_curve"])
     ax.plot(steps, losses, marker="o", label=f"{name} (lr {out[name]['lr']:g})")
-  ax.set_xlabel("step")
-  ax.set_ylabel("validation loss (nats/token)")
-  ax.set_title("Adam-mini vs AdamW, same seed and schedule")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "validation_loss.png"), dpi=120)
-  plt.close(fig)
+  plots.label_axes(ax, "step", "validation loss (nats/token)",
+                   "Adam-mini vs AdamW, same seed and schedule")
+  plots.save_figure(fig, os.path.join(workdir, "validation_loss.png"))
   return out
 
 
@@ -193,9 +188,7 @@ def _plot_memory(summary: dict, workdir: str) -> None:
   ax.set_xticks(x, [r[0] for r in rows])
   ax.set_ylabel("GiB")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "memory.png"), dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, os.path.join(workdir, "memory.png"))
 
 
 def run(config, workdir: str) -> dict:

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from bigmodel_jax import losses
 from bigmodel_jax.data.multi_answer import MultiAnswerTask
 from bigmodel_jax.models import TransformerConfig, create_model
-from bigmodel_jax.train import metrics, outputs
+from bigmodel_jax.train import metrics, outputs, plots
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -176,9 +176,7 @@ def _plot_metrics(summary: dict, path: str) -> None:
     ax.bar(names, [summary[n][key] for n in names], color=[f"C{i}" for i in range(len(names))])
     ax.set_title(key)
     ax.tick_params(axis="x", rotation=30)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save_figure(fig, path, dpi=110)
 
 
 def _plot_training(workdir: str, names, path: str) -> None:
@@ -186,13 +184,8 @@ def _plot_training(workdir: str, names, path: str) -> None:
   for name in names:
     rows = metrics.read_metrics(os.path.join(workdir, name.replace(":", "_")))
     ax.plot([r["step"] for r in rows], [r["train_ce"] for r in rows], label=name)
-  ax.set_xlabel("step")
-  ax.set_ylabel("training cross-entropy (nats/answer token)")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.label_axes(ax, "step", "training cross-entropy (nats/answer token)")
+  plots.save_figure(fig, path)
 
 
 def run(config, workdir: str) -> dict:

@@ -33,7 +33,7 @@ from bigmodel_jax.data.digits import load_digits
 from bigmodel_jax.models import TransformerConfig, create_model
 from bigmodel_jax.models.classifier_mlp import ClassifierMLP
 from bigmodel_jax.models.cnn import CNN
-from bigmodel_jax.train import outputs
+from bigmodel_jax.train import outputs, plots
 from bigmodel_jax.train.metrics import MetricWriter
 
 matplotlib.use("Agg")
@@ -161,9 +161,7 @@ def plot_spectra(het: dict, path: str, title: str) -> None:
   for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.suptitle(f"{title}  (sigma2={het['grid']['sigma2']:g}, {het['grid']['num_points']} pts)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save_figure(fig, path, dpi=110)
 
 
 def plot_js(het: dict, path: str, title: str) -> None:
@@ -176,9 +174,7 @@ def plot_js(het: dict, path: str, title: str) -> None:
   ax.set_title(f"{title}: JS0 {het['js0']['bounded']:.3f} (bounded), "
                f"{het['js0']['paper']:.1f} (paper)", fontsize=9)
   fig.colorbar(im, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save_figure(fig, path, dpi=110)
 
 
 # ----------------------------------------------------------------------------- training
@@ -248,9 +244,7 @@ def plot_training(results: dict, path: str) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("train loss")
     ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save_figure(fig, path, dpi=110)
 
 
 def speed(task: dict, c) -> dict:
@@ -404,9 +398,7 @@ def quadratic(c, workdir: str) -> dict:
     ax.set_xlabel("iteration")
     ax.set_ylabel("(f - f*) / (f(0) - f*)")
     ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "quadratic.png"), dpi=110)
-  plt.close(fig)
+  plots.save_figure(fig, os.path.join(workdir, "quadratic.png"), dpi=110)
   summary["target"] = c.target
   return summary
 

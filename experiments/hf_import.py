@@ -37,7 +37,7 @@ from flax import nnx
 from safetensors import safe_open
 
 from bigmodel_jax import hf
-from bigmodel_jax.train import builders, outputs
+from bigmodel_jax.train import builders, outputs, plots
 from configs import default
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
@@ -110,14 +110,9 @@ def plot_rss(samples, baselines: tuple[int, int], path: str) -> None:
   times = [s[0] for s in samples]
   for column, label in ((1, "resident"), (2, "resident, anonymous (not file-backed)")):
     ax.plot(times, [(s[column] - baselines[column - 1]) / 2**20 for s in samples], label=label)
-  ax.legend(fontsize=8)
-  ax.set_xlabel("seconds into the import")
-  ax.set_ylabel("resident memory increase (MiB)")
-  ax.set_title("host memory during hf.import_checkpoint")
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.label_axes(ax, "seconds into the import", "resident memory increase (MiB)",
+                   "host memory during hf.import_checkpoint", legend_fontsize=8)
+  plots.save_figure(fig, path)
 
 
 def main(argv):

@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, fused_step, memory, metrics, outputs
+from bigmodel_jax.train import builders, fused_step, memory, metrics, outputs, plots
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -63,9 +63,7 @@ def _plot(summary: dict, path: str) -> None:
     ax.bar(names, [row["peak_bytes"][n] / 2**30 for n in names], color="tab:blue")
     ax.set_title(f"{model} ({row['num_params'] / 1e6:.0f}M params)")
     ax.set_ylabel("compiled step peak (GiB)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def run(config, workdir: str) -> dict:

@@ -23,7 +23,7 @@ from bigmodel_jax.data.arithmetic import ArithmeticSource
 from bigmodel_jax.data.tokenizers import ByteTokenizer
 from bigmodel_jax.rl.reward_model import PreferencePairs, bradley_terry_loss, preference_pairs
 from bigmodel_jax.rl.value_model import ValueModel
-from bigmodel_jax.train import builders, outputs
+from bigmodel_jax.train import builders, outputs, plots
 from bigmodel_jax.train.metrics import MetricWriter, progress_bar
 
 matplotlib.use("Agg")  # files only
@@ -46,9 +46,7 @@ def plot(rows: list[dict], path: str) -> None:
   for ax in (ax_loss, ax_acc):
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -5,6 +5,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
 
+from bigmodel_jax.train import plots
+
 CURVES = (("eval_greedy_reward", "greedy reward (held-out)"),
           ("sampled_reward", "sampled reward"), ("kl", "KL to reference (nats / response)"),
           ("response_length", "response length (tokens)"))
@@ -25,9 +27,7 @@ def plot_curves(curves: dict[str, list[dict]], sft: dict, path: str) -> None:
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
   axes.flat[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def plot_cost(summary: dict, path: str) -> None:
@@ -46,9 +46,7 @@ def plot_cost(summary: dict, path: str) -> None:
   ax_time.legend(fontsize=8)
   for ax in (ax_mem, ax_time):
     ax.tick_params(axis="x", rotation=30)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def targets(summary: dict) -> dict | None:

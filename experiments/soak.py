@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from bigmodel_jax.train import checkpointing, metrics, outputs
+from bigmodel_jax.train import checkpointing, metrics, outputs, plots
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE
 
 matplotlib.use("Agg")
@@ -249,9 +249,7 @@ def _plot(events: list[dict], path: str) -> None:
           label="time to resume (s)")
   ax1.set_xlabel("interruption")
   ax1.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save_figure(fig, path, dpi=110)
 
 
 def main(argv):

@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, metrics, outputs, sharding
+from bigmodel_jax.train import builders, metrics, outputs, plots, sharding
 from bigmodel_jax.train.fused_step import make_fused_train_step
 from bigmodel_jax.train.loop import evaluate
 from bigmodel_jax.train.state import init_train_state
@@ -109,13 +109,8 @@ def _plot(workdir: str, names, path: str) -> None:
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     ax.plot(*zip(*train), color=color, alpha=0.6, label=f"{name} train")
     ax.plot(*zip(*evals), color=color, marker="o", linestyle="--", label=f"{name} validation")
-  ax.set_xlabel("step")
-  ax.set_ylabel("loss (nats/token)")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.label_axes(ax, "step", "loss (nats/token)")
+  plots.save_figure(fig, path)
 
 
 def run(config, workdir: str) -> dict:

@@ -39,6 +39,44 @@ def test_reversed_answers():
   assert train[0]["text"] == plain[0]["text"][:6] + plain[0]["text"][6:9][::-1] + "\n"
 
 
+def test_completion_only_loss_weighs_exactly_the_answer_tokens():
+  source = arithmetic.ArithmeticSource(split="train", digits=2, reverse_answer=True)
+  tokenizer = ByteTokenizer()
+  batch = next(make_lm_dataset(source=source, tokenizer=tokenizer, split="validation",
+                               seq_len=40, global_batch_size=2, seed=0,
+                               completion_only_loss=True))
+  # A document is 11 tokens: prompt "07+35=" (6), answer "240", "\n", EOS.
+  row = np.concatenate([batch["inputs"][0], batch["targets"][0][-1:]])
+  documents = np.concatenate([np.append(tokenizer.encode(source[i]["text"]), tokenizer.eos_id)
+                              for i in range(4)])
+  np.testing.assert_array_equal(row, documents[:41])
+  # Target j is row token j + 1: it weighs 1 where that token is answer, "\n" or EOS.
+  position_in_document = np.arange(1, 41) % 11
+  expected = position_in_document >= 6
+  np.testing.assert_array_equal(batch["weights"][0], expected.astype(np.float32))
+  with pytest.raises(KeyError, match="prompt"):
+    next(make_lm_dataset(source=[{"text": "x"}], tokenizer=tokenizer, split="validation",
+                         seq_len=8, global_batch_size=1, seed=0, completion_only_loss=True))
+
+
+def test_one_problem_per_row_starts_at_position_zero():
+  source = arithmetic.ArithmeticSource(split="train", digits=2, reverse_answer=True)
+  tokenizer = ByteTokenizer()
+  batch = next(make_lm_dataset(source=source, tokenizer=tokenizer, split="validation",
+                               seq_len=16, global_batch_size=3, seed=0,
+                               completion_only_loss=True, pack_documents=False))
+  for i in range(3):
+    document = np.concatenate([[tokenizer.eos_id], tokenizer.encode(source[i]["text"]),
+                               [tokenizer.eos_id]])  # 12 tokens
+    np.testing.assert_array_equal(batch["inputs"][i][:11], document[:11])
+    np.testing.assert_array_equal(batch["targets"][i][:11], document[1:])
+    # Weighted: answer (3), "\n", EOS; the prompt's 6 targets and the 5 padding ones are not.
+    np.testing.assert_array_equal(batch["weights"][i], [0] * 6 + [1] * 5 + [0] * 5)
+  with pytest.raises(ValueError, match="seq_len=8"):
+    next(make_lm_dataset(source=source, tokenizer=tokenizer, split="validation", seq_len=8,
+                         global_batch_size=1, seed=0, pack_documents=False))
+
+
 def test_l2_towards_init_adds_the_pull():
   params = {"w": jnp.asarray([1.0, 2.0])}
   transform = add_l2_towards_init(0.5)
@@ -101,3 +139,7 @@ def test_restored_params_equal_the_checkpoint(pretrained):
   assert step == 2
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
   assert optax.tree.norm(params) > 0
+  _, _, chosen, _ = finetune.restore_pretrained(init_from, mesh, rules, step=2)
+  jax.tree.map(np.testing.assert_array_equal, chosen, params)
+  with pytest.raises(ValueError, match=r"init_step=1: no such checkpoint .*\[2\]"):
+    finetune.restore_pretrained(init_from, mesh, rules, step=1)

@@ -2,6 +2,7 @@
 exact k-th largest threshold, sharded vs unsharded, and optax wrappers."""
 
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import blocks
-from bigmodel_jax.optim import MoFOState, mofo, scale_by_mofo
-from bigmodel_jax.optim.topk_threshold import block_k, kth_largest
+from bigmodel_jax.optim import MoFOState, mofo, native_select, scale_by_mofo
+from bigmodel_jax.optim.topk_threshold import block_k, kth_largest, kth_largest_magnitude
 from bigmodel_jax.optim.weight_decay import decay_mask
 
 HYPER = dict(b1=0.9, b2=0.95, eps=1e-8)
@@ -130,6 +131,39 @@ def test_kth_largest_is_exact(shape, axes, k_of):
   np.testing.assert_array_equal(got.reshape(-1), -np.sort(-rows, axis=1)[:, k - 1])
 
 
+@pytest.mark.parametrize("shape,axes", [((2, 300_001), (1,)), ((3, 70, 90), (1, 2)),
+                                        ((5000, 2), (0,))])
+def test_kth_largest_magnitude_native_and_jnp_are_exact(shape, axes):
+  # Trailing float32 blocks take the native CPU kernel (2 threads on the 300,001-entry rows);
+  # (5000, 2) along axis 0 the jnp radix select. Signed values, ties, zeros, subnormals.
+  assert native_select.available(), "the native kernel did not build (is a C++ compiler there?)"
+  rng = np.random.default_rng(1)
+  x = rng.standard_cauchy(size=shape).astype(np.float32)
+  flat = x.reshape(-1)
+  flat[::5] = 0.0
+  tied = np.arange(1, flat.size - 1, 11)
+  flat[tied + 1] = -flat[tied]  # equal magnitudes of opposite signs
+  flat[3::97] = np.float32(1e-40)
+  size = int(np.prod([shape[a] for a in axes]))
+  rows = np.moveaxis(np.abs(x), axes, range(x.ndim - len(axes), x.ndim)).reshape(-1, size)
+  for k in (1, 7, size // 10, size):
+    got = jax.jit(kth_largest_magnitude, static_argnums=(1, 2))(jnp.asarray(x), k, axes)
+    np.testing.assert_array_equal(np.asarray(got).reshape(-1), -np.sort(-rows, axis=1)[:, k - 1])
+  traced_k = jax.jit(lambda x, k: kth_largest_magnitude(x, k, axes))(jnp.asarray(x), size // 3)
+  np.testing.assert_array_equal(np.asarray(traced_k).reshape(-1),
+                                -np.sort(-rows, axis=1)[:, size // 3 - 1])
+
+
+def test_native_build_is_cached_and_a_missing_compiler_raises(tmp_path, monkeypatch):
+  path = native_select.build_library()  # built by available() above: found, not rebuilt
+  assert path == native_select.build_library() and os.path.getsize(path) > 0
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+  with pytest.raises(OSError):
+    native_select.build_library()
+  assert not [p for p in os.listdir(tmp_path / "bigmodel_jax") if p.endswith(".partial")]
+
+
 def test_block_k_rule():
   assert block_k(1000, 0.15) == 150 and block_k(5, 0.1) == 1 and block_k(7, 1.0) == 7
   assert int(block_k(1000, jnp.float32(0.15))) == 150
@@ -191,4 +225,5 @@ def test_update_time_benchmark_runs():
   result = bench_mofo.benchmark("gpt2:tiny", fraction=0.1, repeats=1)
   assert result["num_params"] > 0
   assert np.isfinite(result["median_ratio_mofo_over_adamw"])
-  assert set(result["median_s"]) == {"adamw", "mofo", "selection"}
+  assert set(result["median_s"]) == {"adamw", "mofo", "selection", "read_pass"}
+  assert result["floor_ratio"] > 1

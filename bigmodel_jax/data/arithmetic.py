@@ -4,8 +4,9 @@ Every problem `a + b` with 0 <= a, b < 10^digits is one document, zero-padded to
 so that all prompts have one length: digits=2 gives "07+35=042\n" (prompt "07+35=", answer
 "042"). All 10^(2 digits) problems are enumerated and split into train / validation by a seeded
 permutation, so no validation problem is ever trained on. `ArithmeticSource` is a random-access
-source of {"text": str} for `make_lm_dataset(source=...)`; `exact_match_accuracy` decodes the
-answers greedily with the model and compares them with the truth.
+source of {"text", "prompt", "completion"} for `make_lm_dataset(source=...)`;
+`exact_match_accuracy` decodes the answers greedily with the model and compares them with the
+truth.
 """
 
 import dataclasses
@@ -51,7 +52,8 @@ def split_pairs(digits: int, split: str, validation_fraction: float, seed: int) 
 
 
 class ArithmeticSource:
-  """Random-access source of {"text": "07+35=042\\n"} records (one problem per record).
+  """Random-access source of {"text": "07+35=042\\n", "prompt": "07+35=", "completion":
+  "042\\n"} records (one problem per record).
 
   Attributes:
     fingerprint: identifies the data and split.
@@ -81,8 +83,10 @@ class ArithmeticSource:
     return len(self.pairs)
 
   def __getitem__(self, index: int) -> dict[str, str]:
+    """{"text": the document, "prompt", "completion": its two parts (completion-only loss)}."""
     item = self.problem(index)
-    return {"text": f"{item.prompt}{item.answer}\n"}
+    completion = f"{item.answer}\n"
+    return {"text": item.prompt + completion, "prompt": item.prompt, "completion": completion}
 
   def problem(self, index: int) -> Problem:
     a, b = self.pairs[index]

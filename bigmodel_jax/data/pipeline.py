@@ -4,6 +4,17 @@ source -> (train: shuffle, reshuffled every epoch) -> repeat -> tokenize + EOS
   -> concat-then-split packing into rows of seq_len + 1 tokens -> (train: window shuffle of rows)
   -> inputs = row[:-1], targets = row[1:], weights -> global batch -> this process's rows.
 
+With `completion_only_loss`, records are {"prompt": str, "completion": str} (supervised
+fine-tuning data) and only the completion's tokens and the EOS after it are predicted with weight
+1: a loss mask is packed alongside the tokens, and a target weighs 0 where it is a prompt token.
+Prompt and completion are tokenized separately, as supervised fine-tuning libraries do (TRL's
+prompt/completion datasets), so the mask falls exactly on a token boundary.
+
+With `pack_documents=False`, every document is a row of its own instead: EOS (as the document
+start that packing gives every document but the first), the document, its EOS, then padding of
+weight 0, so that every document is seen at position 0 as at decoding time (short supervised
+examples; models with learned absolute positions learn them much faster so).
+
 Packing is grain's `ConcatThenSplitIterDataset` rather than first-fit/best-fit: it wastes no
 tokens on padding (documents are split across rows, as in standard LM pre-training) and one
 long document (tiny_shakespeare) simply spans many rows. Every row boundary costs one
@@ -22,6 +33,7 @@ import grain
 import numpy as np
 
 _TOKENS = "tokens"
+_LOSS_MASK = "loss_mask"
 
 
 def _tokenize(record: dict[str, str], *, tokenizer) -> dict[str, np.ndarray]:
@@ -30,18 +42,48 @@ def _tokenize(record: dict[str, str], *, tokenizer) -> dict[str, np.ndarray]:
   return {_TOKENS: np.append(ids, np.int32(tokenizer.eos_id)).astype(np.int32)}
 
 
+def _tokenize_completion(record: dict[str, str], *, tokenizer) -> dict[str, np.ndarray]:
+  """Encodes prompt and completion, appends EOS; the loss mask is 1 on completion + EOS."""
+  if "prompt" not in record or "completion" not in record:
+    raise KeyError(f"completion_only_loss needs records with 'prompt' and 'completion', got "
+                   f"keys {sorted(record)}")
+  prompt = np.asarray(tokenizer.encode(record["prompt"]), np.int32)
+  completion = np.asarray(tokenizer.encode(record["completion"]), np.int32)
+  tokens = np.concatenate([prompt, completion, [tokenizer.eos_id]]).astype(np.int32)
+  mask = np.concatenate([np.zeros(len(prompt)), np.ones(len(completion) + 1)]).astype(np.int32)
+  return {_TOKENS: tokens, _LOSS_MASK: mask}
+
+
 def _to_example(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Turns a packed row of seq_len + 1 tokens into next-token inputs, targets and weights.
 
-  Only the very last row of a finite pass has padding (segment id 0); its targets weigh 0.
+  Only the very last row of a finite pass has padding (segment id 0); its targets weigh 0. With
+  a packed loss mask, targets that are prompt tokens weigh 0 as well.
   """
   row = packed[_TOKENS]
-  is_token = packed[f"{_TOKENS}_segment_ids"] != 0
+  weights = packed[f"{_TOKENS}_segment_ids"] != 0
+  if _LOSS_MASK in packed:
+    weights = weights & (packed[_LOSS_MASK] != 0)
   return {
       "inputs": row[:-1],
       "targets": row[1:],
-      "weights": is_token[1:].astype(np.float32),
+      "weights": weights[1:].astype(np.float32),
   }
+
+
+def _to_padded_example(tokenized: dict[str, np.ndarray], *, seq_len: int,
+                       start_id: int) -> dict[str, np.ndarray]:
+  """One document as a row: start token, the document, padding (targets of weight 0)."""
+  tokens = np.concatenate([[start_id], tokenized[_TOKENS]]).astype(np.int32)
+  if len(tokens) > seq_len + 1:
+    raise ValueError(f"a document of {len(tokens) - 1} tokens does not fit one row of seq_len="
+                     f"{seq_len} (+1 start token) with pack_documents=False")
+  mask = tokenized.get(_LOSS_MASK, np.ones(len(tokens) - 1, np.int32))
+  row = np.zeros(seq_len + 1, np.int32)
+  row[:len(tokens)] = tokens
+  weights = np.zeros(seq_len, np.float32)
+  weights[:len(tokens) - 1] = mask != 0
+  return {"inputs": row[:-1], "targets": row[1:], "weights": weights}
 
 
 def _local_rows(batch: dict[str, np.ndarray], *, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -63,6 +105,8 @@ def make_lm_dataset(
     num_batches: int | None = None,
     read_options: grain.ReadOptions | None = None,
     shuffle_window: int = 0,
+    completion_only_loss: bool = False,
+    pack_documents: bool = True,
 ) -> grain.DatasetIterator:
   """Makes this process's iterator over batches of packed language-model rows.
 
@@ -81,6 +125,10 @@ def make_lm_dataset(
     read_options: Threads and prefetching for reading and tokenizing; grain's default if None.
     shuffle_window: "train" only: shuffle packed rows within windows of this many rows, so that
       one long document does not fill whole batches (0 or 1: no row shuffle).
+    completion_only_loss: records are {"prompt", "completion"}; only completion tokens (and
+      the EOS after them) are targets with weight 1.
+    pack_documents: pack documents into rows (True); False: one document per row, padded
+      (it must fit in seq_len tokens after a start token).
 
   Returns:
     An iterator of {"inputs": int32[b, seq_len], "targets": int32[b, seq_len],
@@ -102,10 +150,17 @@ def make_lm_dataset(
   if training:
     ds = ds.shuffle(seed=seed)  # Followed by repeat: reshuffled with a new seed each epoch.
   ds = ds.repeat(num_epochs if training else (num_epochs or 1))
-  ds = ds.map(functools.partial(_tokenize, tokenizer=tokenizer))
-  ds = ds.to_iter_dataset(read_options)
-  ds = grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={_TOKENS: seq_len + 1})
-  ds = ds.map(_to_example)
+  tokenize = _tokenize_completion if completion_only_loss else _tokenize
+  ds = ds.map(functools.partial(tokenize, tokenizer=tokenizer))
+  if pack_documents:
+    ds = ds.to_iter_dataset(read_options)
+    features = (_TOKENS, _LOSS_MASK) if completion_only_loss else (_TOKENS,)
+    ds = grain.experimental.ConcatThenSplitIterDataset(
+        ds, length_struct={name: seq_len + 1 for name in features})
+    ds = ds.map(_to_example)
+  else:
+    ds = ds.map(functools.partial(_to_padded_example, seq_len=seq_len,
+                                  start_id=tokenizer.eos_id)).to_iter_dataset(read_options)
   if training and shuffle_window > 1:
     ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=shuffle_window, seed=seed)
   pad_batch = functools.partial(grain.experimental.batch_and_pad, batch_size=global_batch_size)

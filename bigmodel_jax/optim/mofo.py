@@ -24,8 +24,9 @@ leaf whose per-layer tensor is a matrix or more (kernels, embeddings) is one blo
 (per-layer) tensor, and biases and norm parameters (per-layer rank <= 1) are blocks of one
 entry, i.e. take the dense Adam step. Finer partitions (e.g. `blocks.transformer_rule()`, the
 Adam-mini blocks) are selected with `partition=`. The k-th largest |m| is found per block by an
-exact radix select (`topk_threshold.kth_largest`), on the global logical array: a block sharded
-over devices is ranked as a whole, never per shard.
+exact radix select (`topk_threshold.kth_largest_magnitude`; on CPU a native XLA FFI kernel,
+`native_select`), on the global logical array: a block sharded over devices is ranked as a
+whole, never per shard.
 
 With `optax.inject_hyperparams`, pass `static_args=("partition", "weight_decay_mask")` when
 those are callables; an injected `fraction` is traced and k is then computed in float32.
@@ -86,11 +87,11 @@ def momentum_mask(mu: jax.Array, spec: blocks.Blocks, fraction) -> jax.Array | N
   """
   if not spec.axes or (isinstance(fraction, int | float | np.floating) and fraction >= 1):
     return None
-  magnitude = jnp.abs(mu.reshape(spec.shape(mu.shape)))
-  _, size = topk_threshold.block_count(magnitude.shape, spec.axes)
+  blocked = mu.reshape(spec.shape(mu.shape))
+  _, size = topk_threshold.block_count(blocked.shape, spec.axes)
   k = topk_threshold.block_k(size, fraction)
-  threshold = topk_threshold.kth_largest(magnitude, k, spec.axes)
-  return (magnitude >= threshold).reshape(mu.shape)
+  threshold = topk_threshold.kth_largest_magnitude(blocked, k, spec.axes)
+  return (jnp.abs(blocked) >= threshold).reshape(mu.shape)
 
 
 def scale_by_mofo(

@@ -25,6 +25,10 @@ iotas). When a leaf has many small blocks (more than `MAX_RADIX_BLOCKS`, or bloc
 blocks are moved to the last axis and sorted instead (exact as well).
 
 NaN sorts above +inf (its bit pattern is larger); inputs are expected to be |m|, never negative.
+
+`kth_largest_magnitude(x, k, axes)` is the same for |x|; on CPU, for blocks that are the
+trailing axes of a float32 array, it runs the native radix select of `native_select` (XLA:CPU's
+scatter-add is too slow for the histograms), elsewhere `kth_largest` on |x|.
 """
 
 import math
@@ -32,6 +36,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bigmodel_jax.optim import native_select
 
 HIGH_BINS = 1 << 15  # bits 30..16 of a non-negative float32 (the sign bit is 0)
 LOW_BINS = 1 << 16  # bits 15..0
@@ -134,3 +140,34 @@ def kth_largest(x: jax.Array, k, axes) -> jax.Array:
     threshold = _radix_kth_largest(x, k, axes)
   block_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
   return threshold.reshape(block_shape).astype(x.dtype)
+
+
+def _native_applies(x: jax.Array, axes) -> bool:
+  trailing = tuple(range(x.ndim - len(axes), x.ndim))
+  return (x.dtype == jnp.float32 and tuple(axes) == trailing
+          and block_count(x.shape, axes)[1] > SORT_BLOCK_SIZE and native_select.available())
+
+
+def kth_largest_magnitude(x: jax.Array, k, axes) -> jax.Array:
+  """The exact k-th largest |x| of every block (`kth_largest` of |x|).
+
+  Args:
+    x: floats of any sign (float32 or narrower).
+    k: 1 <= k <= block size; a Python int or an int32 scalar (may be traced).
+    axes: sorted non-negative axes that one block spans (non-empty).
+
+  Returns:
+    The k-th largest |x| of every block, in `x.dtype`, at the block shape.
+  """
+  axes = tuple(axes)
+  if not axes or not _native_applies(x, axes):
+    return kth_largest(jnp.abs(x), k, axes)
+  num_blocks, size = block_count(x.shape, axes)
+  if isinstance(k, int) and not 1 <= k <= size:
+    raise ValueError(f"k={k} outside [1, {size}] (block size) for shape {x.shape}, axes {axes}")
+  rows = x.reshape(num_blocks, size)
+  threshold = jax.lax.platform_dependent(
+      rows, k, cpu=native_select.kth_largest_magnitude_rows,
+      default=lambda rows, k: kth_largest(jnp.abs(rows), k, (1,))[:, 0])
+  block_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
+  return threshold.reshape(block_shape)

@@ -8,8 +8,9 @@ model config comes from its config.json, the numerics dtype / param_dtype / rema
 corpus `data`), then for every method x learning rate of `config.finetune`: a fresh optimizer from
 the factory, `finetune.steps` steps on the generated arithmetic domain, and the figures of the run:
 
-  ft_loss, ft_accuracy      validation loss (nats/token) and exact-match accuracy on held-out
-                            problems (greedy decoding)
+  ft_loss, ft_accuracy      validation loss (nats/token; over the answer tokens with
+                            `finetune.loss_on="answer"`, the training loss as well) and
+                            exact-match accuracy on held-out problems (greedy decoding)
   pretrain_loss, forgetting validation loss on the pre-training corpus, and its increase over the
                             pre-trained model's
   l2_distance, fraction_changed   ||p - p0|| and the fraction of entries with p != p0
@@ -34,21 +35,23 @@ from bigmodel_jax import hf
 from bigmodel_jax.data import arithmetic, make_lm_dataset
 from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, checkpointing, metrics, outputs, sharding
+from bigmodel_jax.train import builders, checkpointing, metrics, outputs, plots, sharding
 from bigmodel_jax.train.loop import evaluate
 from bigmodel_jax.train.state import TrainState, abstract_model, state_shardings
 from bigmodel_jax.train.step import make_eval_step, make_train_step
 
 METHOD_PARAMETER = {"mofo": "fraction", "adamw_l2sp": "l2sp"}
+LOSS_ON = ("answer", "document")  # finetune.loss_on: answer tokens only, or every token
 
 
-def restore_pretrained(init_from: str, mesh, rules):
-  """The model config, graph and parameters of the latest checkpoint of a pretrain workdir.
+def restore_pretrained(init_from: str, mesh, rules, step: int = -1):
+  """The model config, graph and parameters of a checkpoint of a pretrain workdir.
 
   Args:
     init_from: the workdir of experiments.pretrain (holds checkpoints/).
     mesh: the device mesh.
     rules: logical-to-mesh axis rules.
+    step: the checkpoint's step; -1: the latest.
 
   Returns:
     (TransformerConfig, graphdef, params sharded on `mesh`, checkpoint step).
@@ -57,9 +60,13 @@ def restore_pretrained(init_from: str, mesh, rules):
   if not init_from or not os.path.isdir(directory):
     raise ValueError(f"init_from={init_from!r} holds no checkpoints/ of experiments.pretrain")
   manager = checkpointing.make_manager(directory, max_to_keep=1_000_000, async_save=False)
-  step = manager.latest_step()
-  if step is None:
-    raise ValueError(f"init_from={init_from!r}: no finished checkpoint in {directory}")
+  if step == -1:
+    step = manager.latest_step()
+    if step is None:
+      raise ValueError(f"init_from={init_from!r}: no finished checkpoint in {directory}")
+  elif step not in manager.all_steps():
+    raise ValueError(f"init_step={step}: no such checkpoint in {directory} (there are "
+                     f"{sorted(manager.all_steps())})")
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   model_config = builders.model_config(ml_collections.ConfigDict(meta["model"]), None)
   graphdef, abstract_params = abstract_model(model_config)
@@ -85,7 +92,10 @@ def load_initial(config: ml_collections.ConfigDict, mesh, rules):
     (TransformerConfig, graphdef, params sharded on `mesh`, checkpoint step; 0 for "hf:").
   """
   if not config.init_from.startswith(HF_PREFIX):
-    return restore_pretrained(config.init_from, mesh, rules)
+    return restore_pretrained(config.init_from, mesh, rules, config.init_step)
+  if config.init_step != -1:
+    raise ValueError(f"init_step={config.init_step} applies to a pretrain workdir, not to "
+                     f"init_from={config.init_from!r} (leave it at -1)")
   model_config, graphdef, params = hf.import_checkpoint(
       config.init_from.removeprefix(HF_PREFIX), mesh, rules, **builders.numerics(config.model))
   return model_config, graphdef, params, 0
@@ -147,6 +157,8 @@ class Context:
     ft = config.finetune
     if ft.task != "arithmetic":
       raise ValueError(f"finetune.task must be 'arithmetic', got {ft.task!r}")
+    if ft.loss_on not in LOSS_ON:
+      raise ValueError(f"finetune.loss_on must be one of {LOSS_ON}, got {ft.loss_on!r}")
     self.mesh, self.rules = builders.mesh_and_rules(config)
     builders.check_batch_divisibility(ft.batch_size, 1, self.mesh)
     self.model_config, self.graphdef, self.init_params, self.init_step = load_initial(
@@ -174,7 +186,8 @@ class Context:
     ft = self.config.finetune
     return make_lm_dataset(source=self.sources[split], tokenizer=self.tokenizer, split=split,
                            seq_len=ft.seq_len, global_batch_size=ft.batch_size,
-                           seed=self.config.seed, **kwargs)
+                           seed=self.config.seed, completion_only_loss=ft.loss_on == "answer",
+                           pack_documents=ft.pack_problems, **kwargs)
 
   def measure(self, params) -> dict:
     """ft_loss, ft_accuracy, pretrain_loss, l2_distance and fraction_changed of `params`."""
@@ -269,14 +282,11 @@ def plot_forgetting(runs: list[dict], best: dict, path: str) -> None:
                edgecolors=color, linewidths=2)
     ax.annotate(f"lr={top['lr']:g}", (100 * top["ft_accuracy"], top["forgetting"]),
                 textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
-  ax.set_xlabel("fine-tune exact-match accuracy (%)")
-  ax.set_ylabel("forgetting: increase of pre-training validation loss (nats/token)")
-  ax.set_title("forgetting vs fine-tune accuracy (ringed: best lr per method)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.label_axes(ax, "fine-tune exact-match accuracy (%)",
+                   "forgetting: increase of pre-training validation loss (nats/token)",
+                   "forgetting vs fine-tune accuracy (ringed: best lr per method)",
+                   legend_fontsize=8)
+  plots.save_figure(fig, path)
 
 
 def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
