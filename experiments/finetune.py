@@ -30,8 +30,8 @@ def main(argv):
   print(json.dumps({"pretrained": summary["pretrained"], "best_per_method": {
       method: {k: run[k] for k in ("lr", "ft_accuracy", "ft_loss", "forgetting", "l2_distance",
                                    "fraction_changed")}
-      for method, run in summary["best_per_method"].items()}, "target": summary["target"]},
-      indent=2))
+      for method, run in summary["best_per_method"].items()}, "target": summary["target"],
+      "target_per_lr": summary["target_per_lr"]}, indent=2))
 
 
 if __name__ == "__main__":

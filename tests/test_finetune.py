@@ -77,6 +77,23 @@ def test_one_problem_per_row_starts_at_position_zero():
                          global_batch_size=1, seed=0, pack_documents=False))
 
 
+def test_best_run_and_target_checks():
+  def run(method, lr, accuracy, forgetting):
+    return {"method": method, "lr": lr, "ft_accuracy": accuracy, "forgetting": forgetting,
+            "ft_loss": 0.0}
+
+  runs = [run("adamw", 1e-3, 1.0, 4.0), run("adamw", 3e-3, 1.0, 12.0),
+          run("mofo@0.1", 1e-3, 0.99, 1.0), run("mofo@0.1", 3e-3, 0.5, 0.1)]
+  best = finetune.best_per_method(runs)
+  assert best["adamw"]["lr"] == 1e-3  # equal accuracy: the run that forgets less
+  assert best["mofo@0.1"]["lr"] == 1e-3  # higher accuracy first
+  check = finetune.target_check(best, "mofo@0.1", "adamw")
+  assert check["met"] and check["forgetting_ratio"] == 0.25
+  assert abs(check["accuracy_gap_points"] - 1.0) < 1e-9
+  per_lr = finetune.target_check_per_lr(runs, "mofo@0.1", "adamw")
+  assert set(per_lr) == {"0.001", "0.003"} and not per_lr["0.003"]["met"]
+
+
 def test_l2_towards_init_adds_the_pull():
   params = {"w": jnp.asarray([1.0, 2.0])}
   transform = add_l2_towards_init(0.5)
