@@ -305,10 +305,9 @@ def plot_forgetting(runs: list[dict], best: dict, path: str) -> None:
                edgecolors=color, linewidths=2)
     ax.annotate(f"lr={top['lr']:g}", (100 * top["ft_accuracy"], top["forgetting"]),
                 textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
-  plots.label_axes(ax, "fine-tune exact-match accuracy (%)",
-                   "forgetting: increase of pre-training validation loss (nats/token)",
-                   "forgetting vs fine-tune accuracy (ringed: best lr per method)",
-                   legend_fontsize=8)
+  plots.label_axes(ax, "fine-tune exact-match accuracy (%)", "forgetting (nats/token)",
+                   "increase of pre-training validation loss vs fine-tune accuracy\n"
+                   "(ringed: the best learning rate of each method)", legend_fontsize=8)
   plots.save_figure(fig, path)
 
 
