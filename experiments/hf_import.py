@@ -30,6 +30,7 @@ import threading
 import time
 
 import jax
+import matplotlib.pyplot as plt
 import numpy as np
 import psutil
 from absl import app, flags
@@ -101,11 +102,6 @@ def parity(directory: str, graphdef, params, length: int) -> float:
 
 def plot_rss(samples, baselines: tuple[int, int], path: str) -> None:
   """Resident memory (all, and anonymous only) over the import."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   fig, ax = plt.subplots(figsize=(6, 3.5))
   times = [s[0] for s in samples]
   for column, label in ((1, "resident"), (2, "resident, anonymous (not file-backed)")):

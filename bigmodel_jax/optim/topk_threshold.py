@@ -128,18 +128,28 @@ def kth_largest(x: jax.Array, k, axes) -> jax.Array:
     the block axes set to 1).
   """
   axes = tuple(axes)
-  if not axes:
-    raise ValueError("kth_largest needs at least one block axis (a block of one entry is "
-                     "its own k-th largest)")
-  num_blocks, size = block_count(x.shape, axes)
-  if isinstance(k, int) and not 1 <= k <= size:
-    raise ValueError(f"k={k} outside [1, {size}] (block size) for shape {x.shape}, axes {axes}")
+  num_blocks, size = _checked_blocks(x.shape, k, axes)
   if num_blocks > MAX_RADIX_BLOCKS or size <= SORT_BLOCK_SIZE:
     threshold = _sort_kth_largest(x.astype(jnp.float32), k, axes)
   else:
     threshold = _radix_kth_largest(x, k, axes)
-  block_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
-  return threshold.reshape(block_shape).astype(x.dtype)
+  return threshold.reshape(_block_shape(x.shape, axes)).astype(x.dtype)
+
+
+def _checked_blocks(shape, k, axes: tuple) -> tuple[int, int]:
+  """`block_count(shape, axes)`, after checking that `axes` is non-empty and a Python k fits."""
+  if not axes:
+    raise ValueError("kth_largest needs at least one block axis (a block of one entry is "
+                     "its own k-th largest)")
+  num_blocks, size = block_count(shape, axes)
+  if isinstance(k, int) and not 1 <= k <= size:
+    raise ValueError(f"k={k} outside [1, {size}] (block size) for shape {shape}, axes {axes}")
+  return num_blocks, size
+
+
+def _block_shape(shape, axes) -> tuple[int, ...]:
+  """`shape` with the block axes set to 1 (one threshold per block)."""
+  return tuple(1 if a in axes else d for a, d in enumerate(shape))
 
 
 def _native_applies(x: jax.Array, axes) -> bool:
@@ -162,12 +172,8 @@ def kth_largest_magnitude(x: jax.Array, k, axes) -> jax.Array:
   axes = tuple(axes)
   if not axes or not _native_applies(x, axes):
     return kth_largest(jnp.abs(x), k, axes)
-  num_blocks, size = block_count(x.shape, axes)
-  if isinstance(k, int) and not 1 <= k <= size:
-    raise ValueError(f"k={k} outside [1, {size}] (block size) for shape {x.shape}, axes {axes}")
-  rows = x.reshape(num_blocks, size)
+  rows = x.reshape(_checked_blocks(x.shape, k, axes))
   threshold = jax.lax.platform_dependent(
       rows, k, cpu=native_select.kth_largest_magnitude_rows,
       default=lambda rows, k: kth_largest(jnp.abs(rows), k, (1,))[:, 0])
-  block_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
-  return threshold.reshape(block_shape)
+  return threshold.reshape(_block_shape(x.shape, axes))

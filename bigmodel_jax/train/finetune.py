@@ -27,6 +27,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -290,11 +291,6 @@ def target_check_per_lr(runs: list[dict], method: str, baseline: str) -> dict:
 
 def plot_forgetting(runs: list[dict], best: dict, path: str) -> None:
   """Forgetting against fine-tune accuracy, a point per run, the best run of each method ringed."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for i, method in enumerate(sorted({r["method"] for r in runs})):
     color = f"C{i}"
