@@ -26,9 +26,10 @@ from absl import app, flags
 from flax import nnx
 
 from bigmodel_jax import blocks
+from bigmodel_jax.models import LAYER_AXES
 from bigmodel_jax.optim import native_select
+from bigmodel_jax.optim.factory import decay_mask
 from bigmodel_jax.optim.mofo import default_partition, mofo, momentum_mask
-from bigmodel_jax.optim.weight_decay import decay_mask
 from bigmodel_jax.train import builders, state
 
 HYPER = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
@@ -61,8 +62,8 @@ def _timed(fn, *args) -> float:
 
 
 def _select_all(mu, fraction):
-  specs = blocks.resolve_blocks(default_partition, mu)
-  return jax.tree.map(lambda m, s: momentum_mask(m, s, fraction), mu, specs)
+  specs = blocks.resolve(default_partition, mu, layer_axes=LAYER_AXES)
+  return [momentum_mask(m, s, fraction) for m, s in zip(jax.tree.leaves(mu), specs)]
 
 
 def _read_pass(grads, mu):
@@ -77,7 +78,7 @@ def benchmark(model: str, fraction: float, repeats: int, donate_state: bool = Tr
   shapes = parameter_shapes(model)
   params, grads, mu = (random_tree(shapes, seed) for seed in range(3))
   optimizers = {"adamw": optax.adamw(1e-3, mask=decay_mask, **HYPER),
-                "mofo": mofo(1e-3, fraction=fraction, **HYPER)}
+                "mofo": mofo(1e-3, fraction=fraction, layer_axes=LAYER_AXES, **HYPER)}
   # As in a train step, the optimizer state is donated (unless donate_state=False): each update
   # writes its new moments into the old ones' buffers, so the timings do not include allocating
   # (and the kernel zeroing) a fresh gigabyte of state per call.

@@ -107,10 +107,11 @@ def update_time(config) -> dict:
   num_params = sum(x.size for x in jax.tree.leaves(params))
   hyper = dict(b1=config.opt.b1, b2=config.opt.b2, eps=config.opt.eps,
                weight_decay=config.opt.weight_decay)
+  from bigmodel_jax.models import LAYER_AXES
   from bigmodel_jax.optim import adam_mini
-  from bigmodel_jax.optim.weight_decay import decay_mask
+  from bigmodel_jax.optim.factory import decay_mask
   optimizers = {"adamw": optax.adamw(1e-3, mask=decay_mask, **hyper),
-                "adam_mini": adam_mini(1e-3, **hyper)}
+                "adam_mini": adam_mini(1e-3, layer_axes=LAYER_AXES, **hyper)}
   runs = {}
   for name, opt in optimizers.items():
     def step(p, s, g, opt=opt):

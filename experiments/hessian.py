@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from bigmodel_jax import hessian, losses
 from bigmodel_jax.data import ByteTokenizer, load_source, make_lm_dataset
 from bigmodel_jax.data.digits import load_digits
-from bigmodel_jax.models import TransformerConfig, create_model
+from bigmodel_jax.models import LAYER_AXES, TransformerConfig, create_model
 from bigmodel_jax.models.classifier_mlp import ClassifierMLP
 from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.train import outputs, plots
@@ -68,7 +68,7 @@ def gpt_task(c, seed: int) -> dict:
     total, weight = losses.cross_entropy(logits, batch["targets"], batch["weights"])
     return total / jnp.maximum(weight, 1.0)
 
-  blocks = hessian.list_blocks(params)
+  blocks = hessian.list_blocks(params, layer_axes=LAYER_AXES)
   chosen = (hessian.select_blocks(blocks, g.block_patterns, g.block_layers)
             + hessian.select_blocks(blocks, g.extra_blocks))
   train = batches("train", c.train.batch_size, c.train.steps)

@@ -10,9 +10,15 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import blocks
-from bigmodel_jax.models import TransformerConfig, create_model
-from bigmodel_jax.optim import AdamMiniState, adam_mini, scale_by_adam_mini
-from bigmodel_jax.optim.weight_decay import decay_mask
+from bigmodel_jax.models import LAYER_AXES, TransformerConfig, create_model
+from bigmodel_jax.optim import AdamMiniState, scale_by_adam_mini
+from bigmodel_jax.optim import adam_mini as adam_mini_any_tree
+from bigmodel_jax.optim.factory import decay_mask
+
+
+def adam_mini(*args, **kwargs):
+  """Adam-mini on this project's models held as pure dicts: their stacked layers declared."""
+  return adam_mini_any_tree(*args, layer_axes=LAYER_AXES, **kwargs)
 
 GPT2 = TransformerConfig(architecture="gpt2", vocab_size=48, num_layers=2, num_heads=4,
                          num_kv_heads=4, head_dim=8, embed_dim=32, mlp_dim=64, max_seq_len=16,
@@ -117,7 +123,7 @@ def test_single_element_blocks_equal_adamw():
 
 def _inject(factory, lr):
   if factory is adam_mini:
-    return optax.inject_hyperparams(adam_mini, static_args=("partition", "weight_decay_mask"))(
+    return optax.inject_hyperparams(adam_mini_any_tree, static_args=("weight_decay_mask",))(
         learning_rate=lr, partition=blocks.per_element, weight_decay_mask=decay_mask, **HYPER)
   return optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
       learning_rate=lr, mask=decay_mask, **HYPER)
@@ -216,11 +222,9 @@ def test_bf16_params_keep_their_dtype():
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state32.mu))
 
 
-def _reduced_axis_spec(path, leaf, size):
+def _reduced_axis_spec(spec, leaf, size):
   """Shards the first reduced axis that `size` divides (the hard case for a block mean)."""
-  axes = blocks.transformer_rule()(path, leaf)
-  axes = axes.axes if isinstance(axes, blocks.Blocks) else axes
-  for axis in sorted(a % leaf.ndim for a in axes):
+  for axis in spec.axes if spec.view is None else ():
     if leaf.shape[axis] % size == 0:
       return PartitionSpec(*[("x" if a == axis else None) for a in range(leaf.ndim)])
   return PartitionSpec()
@@ -231,8 +235,9 @@ def test_sharded_over_reduced_axes_equals_unsharded(model):
   assert jax.device_count() == 8
   mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
   params = _params(MODELS[model])
-  specs = jax.tree_util.tree_map_with_path(
-      lambda kp, x: _reduced_axis_spec(blocks.path_names(kp), x, 8), params)
+  cuts = blocks.resolve(None, params, default=blocks.transformer_rule(), layer_axes=LAYER_AXES)
+  specs = jax.tree.unflatten(jax.tree.structure(params), [
+      _reduced_axis_spec(c, x, 8) for c, x in zip(cuts, jax.tree.leaves(params))])
   assert sum(spec != PartitionSpec() for spec in jax.tree.leaves(
       specs, is_leaf=lambda x: isinstance(x, PartitionSpec))) >= 6
   put = lambda tree: jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)),
@@ -282,8 +287,8 @@ def test_head_wise_blocks_of_fused_kernels_need_head_dim():
   params = {"self_attn": {"q_proj": {"kernel": jnp.ones((16, 32))},
                           "k_proj": {"kernel": jnp.ones((16, 16))}}}
   with pytest.raises(ValueError, match=r"self_attn/k_proj/kernel.*head_dim"):
-    adam_mini(1e-3).init(params)
-  opt = adam_mini(1e-3, partition=blocks.transformer_rule(head_dim=8))
+    adam_mini_any_tree(1e-3).init(params)
+  opt = adam_mini_any_tree(1e-3, partition=blocks.transformer_rule(head_dim=8))
   state = opt.init(params)
   assert state[0].nu["self_attn"]["q_proj"]["kernel"].shape == (1, 4, 1)
   assert state[0].nu["self_attn"]["k_proj"]["kernel"].shape == (1, 2, 1)

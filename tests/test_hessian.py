@@ -14,6 +14,8 @@ from bigmodel_jax import hessian
 from bigmodel_jax.models import TransformerConfig, create_model
 from bigmodel_jax.train import sharding
 
+LAYERS = {"layers": 0}  # the test trees stack their layers on axis 0 under "layers"
+
 
 @pytest.fixture(autouse=True)
 def x64():
@@ -149,7 +151,7 @@ def test_auto_falls_back_when_forward_mode_is_blocked():
 def test_block_hvp_is_the_sliced_block(problem):
   params, loss_fn = (_mlp_problem()[:2] if problem == "mlp" else _transformer_problem())
   h = _hessian(problem)
-  blocks = hessian.list_blocks(params)
+  blocks = hessian.list_blocks(params, layer_axes=LAYERS)
   if problem == "mlp":
     assert [b.name for b in blocks if b.path[0] == "layers"] == ["layers/kernel[0]",
                                                                   "layers/kernel[1]"]
@@ -170,7 +172,7 @@ def test_block_hvp_is_the_sliced_block(problem):
 def test_block_hvp_of_the_project_gpt2():
   params, loss_fn = _project_gpt2_problem()
   h = _hessian("gpt2")
-  blocks = hessian.select_blocks(hessian.list_blocks(params),
+  blocks = hessian.select_blocks(hessian.list_blocks(params, layer_axes=LAYERS),
                                  ["attn/query/kernel"])
   v = _random_like(params)
   for block in blocks:
@@ -186,7 +188,7 @@ def test_block_hvp_of_the_project_gpt2():
 def test_finer_partition_blocks():
   params, loss_fn, _, _ = _mlp_problem()
   rows = lambda path, leaf: (leaf.ndim - 1,)  # one block per row of every tensor
-  blocks = hessian.list_blocks(params, rows)
+  blocks = hessian.list_blocks(params, rows, layer_axes=LAYERS)
   assert len([b for b in blocks if b.path == ("in", "kernel")]) == 4
   h = _hessian("mlp")
   block = [b for b in blocks if b.path == ("layers", "kernel")][3]
@@ -203,7 +205,7 @@ def test_finer_partition_blocks():
 def test_full_lanczos_reproduces_block_eigenvalues(problem):
   params, loss_fn = (_mlp_problem()[:2] if problem == "mlp" else _transformer_problem())
   h = _hessian(problem)
-  blocks = hessian.list_blocks(params)
+  blocks = hessian.list_blocks(params, layer_axes=LAYERS)
   if problem == "transformer":
     blocks = hessian.select_blocks(blocks, ["attn/query/kernel", "mlp/up/kernel"])
   full_rank = 0
@@ -252,7 +254,8 @@ def test_lanczos_probes_vmap_equals_sequential():
 def test_slq_density_approaches_exact_density():
   params, loss_fn = _transformer_problem()
   h = _hessian("transformer")
-  block = hessian.select_blocks(hessian.list_blocks(params), ["mlp/up/kernel"])[0]
+  all_blocks = hessian.list_blocks(params, layer_axes=LAYERS)
+  block = hessian.select_blocks(all_blocks, ["mlp/up/kernel"])[0]
   exact = hessian.exact_spectrum(hessian.eigenvalues(hessian.block_hessian(h, params, block)))
   errors = []
   for probes in (1, 64):
@@ -313,7 +316,7 @@ def test_sharded_hvp_equals_unsharded():
 
 def test_monitor_passes_updates_and_records_top_eigenvalues():
   params, loss_fn, _, _ = _mlp_problem()
-  monitor = hessian.hessian_monitor(every=2, num_steps=36)
+  monitor = hessian.hessian_monitor(every=2, num_steps=36, layer_axes=LAYERS)
   opt = optax.chain(monitor, optax.sgd(0.1))
   state = opt.init(params)
   grads = jax.grad(loss_fn)(params)
@@ -323,11 +326,12 @@ def test_monitor_passes_updates_and_records_top_eigenvalues():
   for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(expected_updates)):
     np.testing.assert_array_equal(a, b)
   h = _hessian("mlp")
-  metrics = hessian.monitor_metrics(state[0], params)
-  for block in hessian.list_blocks(params):
+  metrics = hessian.monitor_metrics(state[0], params, layer_axes=LAYERS)
+  for block in hessian.list_blocks(params, layer_axes=LAYERS):
     top = hessian.eigenvalues(hessian.block_hessian(h, params, block))[-1]
     np.testing.assert_allclose(metrics["hessian/top_eig/" + block.name], top, rtol=1e-4)
   _, state2 = step(grads, state, params)
   assert int(state2[0].last_step) == 0
-  logged = hessian.block_top_eigenvalues(loss_fn, params, jax.random.key(0), num_steps=8)
+  logged = hessian.block_top_eigenvalues(loss_fn, params, jax.random.key(0), num_steps=8,
+                                         layer_axes=LAYERS)
   assert set(logged) == set(metrics)

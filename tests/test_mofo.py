@@ -1,6 +1,7 @@
 """MoFO: fraction 1 is AdamW, a NumPy reference, the number of entries changed per block, the
 exact k-th largest threshold, sharded vs unsharded, and optax wrappers."""
 
+import functools
 import itertools
 import os
 
@@ -12,12 +13,18 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import blocks
-from bigmodel_jax.optim import MoFOState, mofo, native_select, scale_by_mofo
+from bigmodel_jax.optim import MoFOState, native_select
+from bigmodel_jax.optim import mofo as mofo_any_tree
+from bigmodel_jax.optim import scale_by_mofo as scale_by_mofo_any_tree
 from bigmodel_jax.optim.topk_threshold import block_k, kth_largest, kth_largest_magnitude
-from bigmodel_jax.optim.weight_decay import decay_mask
+from bigmodel_jax.optim.weight_decay import decay_mask as rank_decay_mask
 
 HYPER = dict(b1=0.9, b2=0.95, eps=1e-8)
-# name -> shape of a small model-like tree; leaves under "layers" are stacked on axis 0.
+LAYER_AXES = {"layers": 0}  # the leaves of SHAPES under "layers" stack layers on axis 0
+mofo = functools.partial(mofo_any_tree, layer_axes=LAYER_AXES)
+scale_by_mofo = functools.partial(scale_by_mofo_any_tree, layer_axes=LAYER_AXES)
+decay_mask = functools.partial(rank_decay_mask, layer_axes=LAYER_AXES)
+# name -> shape of a small model-like tree.
 SHAPES = {
     "embed": {"embedding": (40, 16)},
     "layers": {"mlp": {"kernel": (2, 16, 300), "bias": (2, 300)},

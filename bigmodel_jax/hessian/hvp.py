@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bigmodel_jax import blocks as blocks_lib
 
@@ -104,55 +103,95 @@ class Block:
     path: the leaf path, e.g. ("layers", "attn", "query", "kernel").
     leaf_index: position of the leaf in `jax.tree.leaves(params)`.
     shape: the leaf's shape.
-    axes: the block axes (from `blocks.resolve`); the other axes index the blocks.
-    index: the block's index on the non-block axes (for a stacked leaf with per-tensor blocks,
-      the layer), in the order of those axes.
+    cut: the `blocks.Blocks` of the leaf (of its part, for a leaf with several roles): the
+      block spans `cut.axes` of the view `cut.shape(...)`; the other view axes index blocks.
+    index: the block's index on those other axes, in their order.
+    layer: the layer the block belongs to (stacked leaves), else None.
+    part: (role name, axis, start, size) of the part holding the block, for a leaf with several
+      roles (GPT-2's c_attn, Gemma's kv_einsum), else None.
   """
 
   path: tuple[str, ...]
   leaf_index: int
   shape: tuple[int, ...]
-  axes: tuple[int, ...]
+  cut: blocks_lib.Blocks
   index: tuple[int, ...]
+  layer: int | None = None
+  part: tuple[str, int, int, int] | None = None
 
   @property
   def name(self) -> str:
-    """A readable name, e.g. "layers/attn/query/kernel[1]"."""
+    """A readable name, e.g. "layers/attn/query/kernel[1,0]" or ".../c_attn/kernel:key[2]"."""
+    role = ":" + self.part[0].split(":")[0] if self.part else ""
     suffix = "[" + ",".join(map(str, self.index)) + "]" if self.index else ""
-    return "/".join(self.path) + suffix
+    return "/".join(self.path) + role + suffix
+
+  @property
+  def part_shape(self) -> tuple[int, ...]:
+    """The shape of the part holding the block (the leaf's shape without parts)."""
+    if self.part is None:
+      return self.shape
+    _, axis, _, size = self.part
+    return tuple(size if a == axis else d for a, d in enumerate(self.shape))
 
   @property
   def size(self) -> int:
     """Number of parameters in the block (the dimension of H_bb)."""
-    return int(np.prod([self.shape[a] for a in self.axes], dtype=np.int64))
+    return self.cut.block_size(self.part_shape)
 
   @property
   def index_axes(self) -> tuple[int, ...]:
-    """The leaf axes that index blocks."""
-    return tuple(a for a in range(len(self.shape)) if a not in self.axes)
+    """The view axes that index blocks."""
+    return tuple(a for a in range(len(self.cut.shape(self.part_shape))) if a not in self.cut.axes)
+
+  @property
+  def compile_key(self) -> tuple:
+    """Blocks with equal keys differ only in `index` (one compiled function serves them)."""
+    return self.leaf_index, self.part
 
 
-def list_blocks(params, partition=None) -> list[Block]:
+def _leaf_blocks(i: int, leaf: blocks_lib.Leaf, spec) -> list[Block]:
+  if isinstance(spec, blocks_lib.Parts):
+    cuts = [(c, (name, spec.axis, start, size)) for c, name, start, size in zip(
+        spec.parts, spec.names or [f"part {k}" for k in range(len(spec.parts))], spec.offsets(),
+        spec.sizes)]
+  else:
+    cuts = [(spec, None)]
+  out = []
+  for cut, part in cuts:
+    template = Block(leaf.path, i, leaf.shape, cut, (), None, part)
+    view = cut.shape(template.part_shape)
+    axes = template.index_axes
+    layer_pos = None
+    if leaf.layer_axis is not None:
+      layer_view_axis = (leaf.layer_axis if cut.view is None else
+                         blocks_lib.view_axis(template.part_shape, view, leaf.layer_axis))
+      layer_pos = axes.index(layer_view_axis) if layer_view_axis in axes else None
+    for index in itertools.product(*(range(view[a]) for a in axes)):
+      layer = None if layer_pos is None else index[layer_pos]
+      out.append(dataclasses.replace(template, index=tuple(index), layer=layer))
+  return out
+
+
+def list_blocks(params, partition=None, *, layer_axes=None, strict: bool = False) -> list[Block]:
   """Every block of `params` under a partition of `bigmodel_jax.blocks`.
 
   Args:
-    params: the parameter pytree (arrays or ShapeDtypeStructs).
-    partition: anything `blocks.resolve` accepts; None is one block per (per-layer) tensor, the
-      paper's choice.
+    params: the parameter pytree (arrays or ShapeDtypeStructs; any container).
+    partition: anything `blocks.resolve` accepts, head-wise and multi-role blocks included (e.g.
+      `blocks.transformer_rule()`, the Adam-mini blocks); None is one block per (per-layer)
+      tensor, the paper's choice.
+    layer_axes: stacked layers (see `bigmodel_jax.blocks.leaves`); None: nnx metadata only.
+    strict: raise instead of warning when a leaf matches no rule of `partition`.
 
   Returns:
-    The blocks, leaf by leaf in tree order, then in row-major order of the block index.
+    The blocks, leaf by leaf in tree order, then part by part, then in row-major order of the
+    block index.
   """
-  axes_tree = blocks_lib.resolve(partition, params)
-  out = []
-  flat = jax.tree_util.tree_leaves_with_path(params)
-  for i, ((kp, leaf), axes) in enumerate(zip(flat, jax.tree.leaves(axes_tree,
-                                                                     is_leaf=blocks_lib.is_axes))):
-    shape = tuple(np.shape(leaf))
-    counts = [shape[a] for a in range(len(shape)) if a not in axes]
-    for index in itertools.product(*(range(c) for c in counts)):
-      out.append(Block(blocks_lib.path_names(kp), i, shape, tuple(axes), tuple(index)))
-  return out
+  entries = blocks_lib.resolve_entries(partition, params, layer_axes=layer_axes,
+                                       default=blocks_lib.per_tensor, warn=True, strict=strict,
+                                       who="hessian.list_blocks")
+  return [b for i, (leaf, spec, _, _) in enumerate(entries) for b in _leaf_blocks(i, leaf, spec)]
 
 
 def select_blocks(all_blocks: Sequence[Block], patterns: Sequence[str],
@@ -162,7 +201,7 @@ def select_blocks(all_blocks: Sequence[Block], patterns: Sequence[str],
   Args:
     all_blocks: from `list_blocks`.
     patterns: path suffixes such as "attn/query/kernel" or "embed/embedding".
-    layers: for blocks with an index (stacked layers), keep only these first-index values.
+    layers: for blocks of stacked leaves, keep only these layers.
 
   Returns:
     The selected blocks in the order of `patterns`, then of the index.
@@ -174,7 +213,7 @@ def select_blocks(all_blocks: Sequence[Block], patterns: Sequence[str],
   for pattern in patterns:
     want = tuple(pattern.split("/"))
     hits = [b for b in all_blocks if b.path[-len(want):] == want
-            and (layers is None or not b.index or b.index[0] in layers)]
+            and (layers is None or b.layer is None or b.layer in layers)]
     if not hits:
       raise ValueError(f"block pattern {pattern!r} matches no parameter block "
                        f"(layers={layers}); blocks are e.g. {[b.name for b in all_blocks[:5]]}")
@@ -185,11 +224,18 @@ def select_blocks(all_blocks: Sequence[Block], patterns: Sequence[str],
 def block_mask(block: Block, index=None, dtype=jnp.float32) -> jax.Array:
   """The 0/1 mask of `block` inside its leaf (`index` may be traced; default block.index)."""
   index = block.index if index is None else index
-  mask = jnp.ones(block.shape, dtype=bool)
+  view = block.cut.shape(block.part_shape)
+  mask = jnp.ones(view, dtype=bool)
   for axis, i in zip(block.index_axes, index if len(block.index_axes) else ()):
-    shape = [1] * len(block.shape)
-    shape[axis] = block.shape[axis]
-    mask = mask & (jnp.arange(block.shape[axis]).reshape(shape) == i)
+    shape = [1] * len(view)
+    shape[axis] = view[axis]
+    mask = mask & (jnp.arange(view[axis]).reshape(shape) == i)
+  mask = mask.reshape(block.part_shape)
+  if block.part is not None:
+    _, axis, start, size = block.part
+    widths = [(0, 0)] * len(block.shape)
+    widths[axis] = (start, block.shape[axis] - start - size)
+    mask = jnp.pad(mask, widths)
   return mask.astype(dtype)
 
 

@@ -57,6 +57,7 @@ def top_eigenvalues(loss_fn: Callable, params, blocks: Sequence[Block], key: jax
 
 
 def block_top_eigenvalues(loss_fn: Callable, params, key: jax.Array, partition=None,
+                          layer_axes=None,
                           patterns: Sequence[str] | None = None, layers=None,
                           num_steps: int = 20) -> dict[str, float]:
   """Per-block top Hessian eigenvalues as a loggable dict (for a trainer's metrics writer).
@@ -66,6 +67,7 @@ def block_top_eigenvalues(loss_fn: Callable, params, key: jax.Array, partition=N
     params: the parameters.
     key: PRNG key (e.g. fold_in(seed_key, step) for reproducible logs).
     partition: a `bigmodel_jax.blocks` partition (default one block per per-layer tensor).
+    layer_axes: stacked layers (see `bigmodel_jax.blocks.leaves`); None: nnx metadata only.
     patterns: keep blocks whose path ends with one of these (default: all blocks).
     layers: keep only these layers of stacked leaves.
     num_steps: Lanczos steps per block.
@@ -73,7 +75,7 @@ def block_top_eigenvalues(loss_fn: Callable, params, key: jax.Array, partition=N
   Returns:
     {"hessian/top_eig/<block name>": float}.
   """
-  blocks = list_blocks(params, partition)
+  blocks = list_blocks(params, partition, layer_axes=layer_axes)
   if patterns is not None:
     blocks = select_blocks(blocks, patterns, layers)
   values = jax.jit(lambda p, k: top_eigenvalues(loss_fn, p, blocks, k, num_steps))(params, key)
@@ -97,6 +99,7 @@ class HessianMonitorState(NamedTuple):
 
 
 def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | None = None,
+                    layer_axes=None,
                     layers=None, num_steps: int = 20, seed: int = 0,
                     mode: str = "auto") -> optax.GradientTransformationExtraArgs:
   """An identity transform that records per-block top Hessian eigenvalues every `every` steps.
@@ -104,6 +107,7 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
   Args:
     every: recompute on updates 0, every, 2 * every, ...
     partition: a `bigmodel_jax.blocks` partition (default one block per per-layer tensor).
+    layer_axes: stacked layers (see `bigmodel_jax.blocks.leaves`); None: nnx metadata only.
     patterns: keep blocks whose path ends with one of these (default all).
     layers: keep only these layers of stacked leaves.
     num_steps: Lanczos steps per block.
@@ -119,7 +123,7 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
     raise ValueError(f"hessian_monitor: every ({every}) must be >= 1")
 
   def blocks_of(params):
-    found = list_blocks(params, partition)
+    found = list_blocks(params, partition, layer_axes=layer_axes)
     return found if patterns is None else select_blocks(found, patterns, layers)
 
   def init_fn(params):
@@ -145,10 +149,10 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def monitor_metrics(state: HessianMonitorState, params, partition=None,
+def monitor_metrics(state: HessianMonitorState, params, partition=None, layer_axes=None,
                     patterns: Sequence[str] | None = None, layers=None) -> dict[str, float]:
   """The monitor's latest values as {"hessian/top_eig/<block>": float} (same block selection)."""
-  blocks = list_blocks(params, partition)
+  blocks = list_blocks(params, partition, layer_axes=layer_axes)
   if patterns is not None:
     blocks = select_blocks(blocks, patterns, layers)
   return {PREFIX + b.name: float(v) for b, v in zip(blocks, state.top_eigenvalues)}

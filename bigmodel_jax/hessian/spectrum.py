@@ -114,11 +114,11 @@ def block_spectra(loss_fn: Callable, params, blocks: Sequence[Block], key: jax.A
   """
   compiled, out = {}, {}
   for i, block in enumerate(blocks):
-    if block.leaf_index not in compiled:
-      compiled[block.leaf_index] = _make_block_slq(loss_fn, block, num_probes, num_steps, reorth,
+    if block.compile_key not in compiled:
+      compiled[block.compile_key] = _make_block_slq(loss_fn, block, num_probes, num_steps, reorth,
                                                    sequential, dtype, mode)
     index = jnp.asarray(block.index, jnp.int32)
-    nodes, weights = compiled[block.leaf_index](params, jax.random.fold_in(key, i), index)
+    nodes, weights = compiled[block.compile_key](params, jax.random.fold_in(key, i), index)
     out[block.name] = _spectrum(nodes, weights)
     if callback is not None:
       callback(i, block)

@@ -17,6 +17,10 @@ from bigmodel_jax.models.norms import make_norm
 
 LAYERS_AXIS = "layers"
 _LAYERS_METADATA = {nnx.PARTITION_NAME: LAYERS_AXIS}
+# The stacked-layer declaration of these models for `bigmodel_jax.blocks` (layer_axes=): every leaf
+# under `layers` stacks the layers on axis 0. nnx.State records it (logical axis name "layers");
+# a pure dict (nnx.to_pure_dict) does not, so pass this with one.
+LAYER_AXES = {LAYERS_AXIS: 0}
 
 
 def _stacked_blocks(config: TransformerConfig, rngs: nnx.Rngs) -> Block:

@@ -9,18 +9,22 @@ conventions). For block b at step t:
     u   <- (m / (1 - b1^t)) / (sqrt(v_b) / sqrt(1 - b2^t) + eps)
 
 and `adam_mini` applies decoupled weight decay on the pre-update parameter and the learning
-rate: p <- p - lr (u + wd p). The blocks come from `bigmodel_jax.blocks` (default: the
-Transformer rules of `blocks.transformer_rule()`): `v` is stored at each leaf's reduced block
-shape (keepdims), so the state is about half of AdamW's. Means are taken over the global logical
-array (jnp.mean under jit), so sharding never changes the result.
+rate: p <- p - lr (u + wd p). The blocks come from `bigmodel_jax.blocks` (default: the paper's
+blocks under every recognised family's naming, `blocks.transformer_rule()`; leaves no rule
+recognises get a documented default and one warning at `init`, or an error with `strict=True`):
+`v` is stored at each leaf's reduced block shape (keepdims; flat for a leaf with several roles),
+so the state is about half of AdamW's. Means are taken over the global logical array (jnp.mean
+under jit), so sharding never changes the result. Any parameter pytree works: dicts, nnx.State
+(as `nnx.Optimizer` passes it), Equinox modules, lists of layers; layers stacked on an axis are
+read from nnx metadata or declared with `layer_axes`.
 
 Per leaf the update is one reduction (mean of g^2 over the block axes) and one elementwise pass
 that XLA fuses: the per-block factor 1 / ((1 - b1^t)(sqrt(v)/sqrt(1 - b2^t) + eps)) is computed
 at the reduced shape and broadcast, so the elementwise pass has no sqrt and no division.
 
-With `optax.inject_hyperparams`, pass `static_args=("partition", "weight_decay_mask")` when
-those are callables (inject_hyperparams would otherwise take them for schedules), and
-`hyperparam_dtype=jnp.float32` for bf16 parameters (0.999 rounds to 1.0 in bf16).
+`optax.inject_hyperparams(adam_mini)` works as is (rule sets are not callables); pass
+`static_args=("partition", "weight_decay_mask")` only when those are your own callables (it would
+take them for schedules), and `hyperparam_dtype=jnp.float32` for bf16 parameters.
 """
 
 from typing import Any, NamedTuple
@@ -31,7 +35,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import blocks
-from bigmodel_jax.optim.weight_decay import decay_mask
+from bigmodel_jax.optim.weight_decay import decay_mask_for
 
 _DEFAULT_PARTITION = blocks.transformer_rule()
 
@@ -54,7 +58,7 @@ def _stat_dtype(dtype) -> jnp.dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _stat_sharding(param, spec: blocks.Blocks | None) -> NamedSharding | None:
+def _stat_sharding(param, spec: blocks.Blocks | blocks.Parts | None) -> NamedSharding | None:
   """For a concrete sharded parameter: its sharding with the block axes replicated.
 
   This is the sharding the jitted update gives `v` (a reduction over a sharded axis is
@@ -66,7 +70,7 @@ def _stat_sharding(param, spec: blocks.Blocks | None) -> NamedSharding | None:
     return None
   if spec is None:
     return NamedSharding(sharding.mesh, PartitionSpec())
-  if spec.view is not None:
+  if not isinstance(spec, blocks.Blocks) or spec.view is not None:
     return None
   entries = list(sharding.spec) + [None] * (param.ndim - len(sharding.spec))
   return NamedSharding(sharding.mesh, PartitionSpec(
@@ -79,6 +83,8 @@ def scale_by_adam_mini(
     eps: float = 1e-8,
     partition: Any = None,
     mu_dtype: Any = None,
+    layer_axes: blocks.LayerAxes = None,
+    strict: bool = False,
 ) -> optax.GradientTransformation:
   """Rescales updates by Adam-mini's bias-corrected moments (no learning rate, no decay).
 
@@ -86,20 +92,26 @@ def scale_by_adam_mini(
     b1: decay of the first moment.
     b2: decay of the per-block second moment.
     eps: added to sqrt(v) / sqrt(1 - b2^t) (torch AdamW convention).
-    partition: what `bigmodel_jax.blocks.resolve_blocks` accepts: a rule `(path, leaf) -> axes
-      or Blocks`, a `blocks.RuleSet`, or a pytree of axes; None for the Transformer rules
-      (`blocks.transformer_rule()`). Use `blocks.per_tensor` for one block per tensor and
-      `blocks.per_element` for plain Adam.
+    partition: what `blocks.resolve` accepts: a `blocks.RuleSet` (e.g.
+      `blocks.transformer_rule(head_dim=64)` for fused q/k kernels), a list of `blocks.BlockRule`,
+      `blocks.per_tensor` / `blocks.per_element` (plain Adam), a callable `(path, leaf) -> axes`,
+      or a pytree of axes / `blocks.Blocks`; None for `blocks.transformer_rule()`.
     mu_dtype: dtype of the first moment; None keeps each parameter's dtype.
+    layer_axes: stacked layers: {subtree path: axis} (e.g. {"layers": 0}, MaxText's
+      {"decoder/layers": 1}) or a callable; None reads them from nnx metadata where present.
+    strict: raise instead of warning when a leaf matches no rule.
 
   Returns:
     An optax GradientTransformation with state `AdamMiniState`.
   """
   mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
-  rule = _DEFAULT_PARTITION if partition is None else partition
+
+  def specs_of(tree, warn):
+    return blocks.resolve(partition, tree, layer_axes=layer_axes, default=_DEFAULT_PARTITION,
+                          warn=warn, strict=strict, who="adam_mini")
 
   def init_fn(params):
-    specs = jax.tree.leaves(blocks.resolve_blocks(rule, params), is_leaf=blocks.is_blocks)
+    specs = specs_of(params, warn=True)
     leaves, treedef = jax.tree.flatten(params)
     mu = [jnp.zeros_like(p, dtype=mu_dtype or p.dtype) for p in leaves]
     nu = [jnp.zeros(s.stat_shape(p.shape), _stat_dtype(p.dtype), device=_stat_sharding(p, s))
@@ -109,7 +121,7 @@ def scale_by_adam_mini(
 
   def update_fn(updates, state, params=None):
     del params
-    specs = jax.tree.leaves(blocks.resolve_blocks(rule, updates), is_leaf=blocks.is_blocks)
+    specs = specs_of(updates, warn=False)
     grads, treedef = jax.tree.flatten(updates)
     mus, nus = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
     count = optax.safe_increment(state.count)
@@ -121,13 +133,9 @@ def scale_by_adam_mini(
       dtype = _stat_dtype(g.dtype)
       g32 = g.astype(dtype)
       m_new = b1 * m.astype(dtype) + (1 - b1) * g32
-      shape = spec.shape(g.shape)
-      g_view = g32.reshape(shape)
-      square = g_view * g_view
-      mean_square = jnp.mean(square, axis=spec.axes, keepdims=True) if spec.axes else square
-      v_new = b2 * v + (1 - b2) * mean_square
+      v_new = b2 * v + (1 - b2) * blocks.reduce_blocks(g32 * g32, spec)
       factor = 1 / (bc1 * (jnp.sqrt(v_new) / sqrt_bc2 + eps))  # at the block shape
-      update = (m_new.reshape(shape) * factor).reshape(g.shape)
+      update = m_new * blocks.expand_blocks(factor, spec, g.shape)
       return update.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     out = [leaf(g, m, v, s) for g, m, v, s in zip(grads, mus, nus, specs)]
@@ -147,6 +155,8 @@ def adam_mini(
     weight_decay_mask: Any = None,
     partition: Any = None,
     mu_dtype: Any = None,
+    layer_axes: blocks.LayerAxes = None,
+    strict: bool = False,
 ) -> optax.GradientTransformation:
   """Adam-mini with decoupled weight decay (Zhang et al., ICLR 2025).
 
@@ -160,17 +170,18 @@ def adam_mini(
     eps: added to sqrt(v) / sqrt(1 - b2^t).
     weight_decay: decoupled weight-decay rate.
     weight_decay_mask: pytree of bools or callable params -> pytree of bools selecting the
-      decayed leaves; None: `bigmodel_jax.optim.weight_decay.decay_mask` (kernels and
-      embeddings, not norms and biases).
+      decayed leaves; None: matrices and embeddings by per-layer rank (`decay_mask`).
     partition: the block partition (see `scale_by_adam_mini`); None: the Transformer rules.
     mu_dtype: dtype of the first moment; None keeps each parameter's dtype.
+    layer_axes: stacked layers (see `scale_by_adam_mini`).
+    strict: raise instead of warning when a leaf matches no rule.
 
   Returns:
     An optax GradientTransformation (a chain: Adam-mini scaling, decay, learning rate).
   """
   return optax.chain(
-      scale_by_adam_mini(b1=b1, b2=b2, eps=eps, partition=partition, mu_dtype=mu_dtype),
-      optax.add_decayed_weights(
-          weight_decay, decay_mask if weight_decay_mask is None else weight_decay_mask),
+      scale_by_adam_mini(b1=b1, b2=b2, eps=eps, partition=partition, mu_dtype=mu_dtype,
+                         layer_axes=layer_axes, strict=strict),
+      optax.add_decayed_weights(weight_decay, decay_mask_for(weight_decay_mask, layer_axes)),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -4,9 +4,12 @@ One registry maps an optimizer name to a builder; this package's algorithms are 
 bottom of this file (their own modules stay plain optax and know nothing of configs), and users may
 `register` their own. Every experiment (and experiments.memory) accepts every optimizer by name:
 `--config.opt.name=adamw`. The factory adds what all optimizers share: the warmup + cosine
-learning-rate schedule and global-norm clipping.
+learning-rate schedule and global-norm clipping. The builders are for this project's models:
+their stacked layers (`models.LAYER_AXES`) are declared to the partition and the decay mask, as the
+trainers hold the parameters as pure dicts.
 """
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -15,11 +18,14 @@ import ml_collections
 import optax
 
 from bigmodel_jax import blocks
+from bigmodel_jax.models import LAYER_AXES
 from bigmodel_jax.optim.adam_mini import adam_mini
 from bigmodel_jax.optim.l2sp import add_l2_towards_init
 from bigmodel_jax.optim.lomo import adalomo, lomo, stacked_layers
 from bigmodel_jax.optim.mofo import mofo
-from bigmodel_jax.optim.weight_decay import decay_mask
+from bigmodel_jax.optim.weight_decay import decay_mask as _rank_decay_mask
+
+decay_mask = functools.partial(_rank_decay_mask, layer_axes=LAYER_AXES)
 
 OptimizerBuilder = Callable[
     [ml_collections.ConfigDict, optax.Schedule], optax.GradientTransformation]
@@ -141,7 +147,7 @@ def _lion(opt, lr):
 def _adam_mini(opt, lr):
   _warn_outside_convergence_region(opt)
   return adam_mini(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                   weight_decay_mask=decay_mask)
+                   weight_decay_mask=decay_mask, layer_axes=LAYER_AXES)
 
 
 @register("adam_mini_per_tensor")
@@ -149,14 +155,16 @@ def _adam_mini_per_tensor(opt, lr):
   # The ablation of the paper: one block per (per-layer) tensor, unstable on GPT-2.
   _warn_outside_convergence_region(opt)
   return adam_mini(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                   weight_decay_mask=decay_mask, partition=blocks.per_tensor)
+                   weight_decay_mask=decay_mask, partition=blocks.per_tensor,
+                   layer_axes=LAYER_AXES)
 
 
 @register("mofo")
 def _mofo(opt, lr):
   _warn_outside_convergence_region(opt)
   return mofo(lr, fraction=opt.fraction, b1=opt.b1, b2=opt.b2, eps=opt.eps,
-              weight_decay=opt.weight_decay, weight_decay_mask=decay_mask)
+              weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
+              layer_axes=LAYER_AXES)
 
 
 @register("adamw_l2sp")

@@ -32,14 +32,15 @@ import jax.numpy as jnp
 import optax
 
 from bigmodel_jax import blocks
+from bigmodel_jax.models.transformer import LAYERS_AXIS
 
 LayerAxes = int | Callable[[Any, jax.Array], int] | Any
 
 
 def stacked_layers(path, leaf) -> int:
-  """`layer_axes` rule for this project's models: 1 under a `layers` path component, else 0."""
+  """`layer_axes` rule for this project's models (`models.LAYER_AXES`: layers on axis 0)."""
   del leaf
-  return int(blocks.STACKED_LAYERS in blocks.path_names(path))
+  return int(LAYERS_AXIS in blocks.path_names(path))
 
 
 def _resolve_layer_axes(layer_axes: LayerAxes, tree) -> list[int]:

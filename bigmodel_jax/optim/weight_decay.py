@@ -1,29 +1,38 @@
-"""Which parameters take weight decay.
+"""Which parameters take weight decay: matrices and embeddings, by rank (optax's convention).
 
-Following the torch AdamW conventions of the papers this project implements, matrices and
-embeddings are decayed, norm scales and biases are not. The decision is made on the leaf's name
-(its last path component), not on its rank: with layers stacked on a leading axis a norm scale is
-2-D, so "ndim >= 2" would wrongly decay it.
+Following optax (`mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)`) and the torch AdamW
+conventions of the papers this project implements, a leaf is decayed when one layer's tensor has
+rank >= 2 (kernels, embeddings, conv filters), whatever the framework names it; norm scales and
+biases (rank <= 1) are not. A stacked norm scale (layers, D) is rank 1 per layer: the layer axis
+comes from nnx metadata or `layer_axes` (see `bigmodel_jax.blocks.leaves`). A bias of a head-wise
+projection (flax DenseGeneral: (H, Dh)) is 2-D, so biases are also excluded by their name in
+every family (`bias`, Haiku's `b` and `offset`).
 """
 
 import jax
 
-DECAYED_LEAF_NAMES = frozenset({"kernel", "embedding"})
+from bigmodel_jax import blocks
+
+BIAS_NAMES = frozenset({"bias", "b", "offset"})
 
 
-def decay_mask(params):
+def decay_mask(params, layer_axes: blocks.LayerAxes = None):
   """Returns a pytree of bools: True for leaves that take weight decay.
 
   Args:
-    params: parameter pytree (nested dicts keyed by module and leaf names).
+    params: any parameter pytree (dicts, nnx.State, Equinox modules, ...).
+    layer_axes: stacked layers (see `bigmodel_jax.blocks.leaves`); None: nnx metadata only.
 
   Returns:
     A pytree with the structure of `params` holding Python bools.
   """
+  decayed = [leaf.rank >= 2 and leaf.path[-1] not in BIAS_NAMES
+             for leaf in blocks.leaves(params, layer_axes)]
+  return jax.tree.unflatten(jax.tree.structure(params), decayed)
 
-  def is_decayed(path, _):
-    last = path[-1]
-    name = getattr(last, "key", getattr(last, "name", None))
-    return name in DECAYED_LEAF_NAMES
 
-  return jax.tree_util.tree_map_with_path(is_decayed, params)
+def decay_mask_for(mask, layer_axes: blocks.LayerAxes = None):
+  """The mask argument for `optax.add_decayed_weights`: `mask`, or `decay_mask` if None."""
+  if mask is not None:
+    return mask
+  return lambda params: decay_mask(params, layer_axes)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import jax
 
 from bigmodel_jax import hessian
+from bigmodel_jax.models import LAYER_AXES
 
 
 def make_block_eigenvalue_logger(loss_fn: Callable, abstract_params, *, seed: int,
@@ -29,7 +30,7 @@ def make_block_eigenvalue_logger(loss_fn: Callable, abstract_params, *, seed: in
   Returns:
     The logger.
   """
-  blocks = hessian.list_blocks(abstract_params)
+  blocks = hessian.list_blocks(abstract_params, layer_axes=LAYER_AXES)
   if patterns:
     try:
       blocks = hessian.select_blocks(blocks, patterns, layers)
