@@ -35,6 +35,7 @@ from bigmodel_jax.blocks.partition import (
     UnrecognisedLeavesError,
     as_rule,
     is_axes,
+    memoized_resolver,
     resolve,
     resolve_entries,
     resolve_tree,

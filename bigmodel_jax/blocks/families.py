@@ -11,7 +11,8 @@ Recognised families and their names (layout):
   `embedding`, `lm_head`/`logits_dense` (D, V), norm `scale`.
 - Hugging Face Flax Llama, Mistral, ...: `q_proj`/`k_proj`/`v_proj`/`o_proj` fused (in, H*Dh),
   `gate_proj`/`up_proj`/`down_proj`, `embed_tokens`, `*layernorm/weight`.
-- Hugging Face Flax GPT-2: `c_attn` (3D, D) = q | k | v, `c_proj`, `c_fc`, all (out, in); `wte`, `wpe`.
+- Hugging Face Flax GPT-2: `c_attn` (3D, D) = q | k | v, `c_proj`, `c_fc`, all (out, in);
+  `wte`, `wpe`.
 - Gemma (linen and NNX): `q_einsum` (H, D, Dh), `kv_einsum` (2, K, D, Dh), `qkv_einsum`
   (3, H, D, Dh), `attn_vec_einsum` (H, Dh, D), `gating_einsum` (2, F, D) or (2, D, F), `linear`
   (F, D), `input_embedding`.

@@ -125,6 +125,30 @@ def resolve(partition: Partition, params, **kwargs) -> list[Spec]:
   return [spec for _, spec, _, _ in resolve_entries(partition, params, **kwargs)]
 
 
+def memoized_resolver(partition: Partition, **kwargs):
+  """`resolve` for a transform: init's resolution is reused by update on the same tree.
+
+  `nnx.Optimizer` gives `init` the parameters as nnx Variables (whose metadata records stacked
+  layers) but `update` plain arrays; the blocks found at init (same paths and shapes) are kept.
+
+  Args:
+    partition: any partition form.
+    **kwargs: `layer_axes`, `default`, `strict`, `who` of `resolve_entries`.
+
+  Returns:
+    f(tree, warn) -> one spec per leaf.
+  """
+  cache = {}
+
+  def specs(tree, warn: bool) -> list[Spec]:
+    key = tuple((leaf.path, leaf.shape) for leaf in leaves(tree, kwargs.get("layer_axes")))
+    if warn or key not in cache:
+      cache[key] = resolve(partition, tree, warn=warn, **kwargs)
+    return cache[key]
+
+  return specs
+
+
 def resolve_tree(partition: Partition, params, **kwargs):
   """Like `resolve`, as a pytree with the structure of `params` (specs at its leaves)."""
   return jax.tree.unflatten(jax.tree.structure(params), resolve(partition, params, **kwargs))

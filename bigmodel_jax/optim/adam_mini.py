@@ -106,9 +106,9 @@ def scale_by_adam_mini(
   """
   mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
-  def specs_of(tree, warn):
-    return blocks.resolve(partition, tree, layer_axes=layer_axes, default=_DEFAULT_PARTITION,
-                          warn=warn, strict=strict, who="adam_mini")
+  # init's blocks are reused by update (nnx.Optimizer passes update plain arrays, init Variables).
+  specs_of = blocks.memoized_resolver(partition, layer_axes=layer_axes, default=_DEFAULT_PARTITION,
+                                      strict=strict, who="adam_mini")
 
   def init_fn(params):
     specs = specs_of(params, warn=True)

@@ -134,9 +134,9 @@ def scale_by_mofo(
   _check_fraction(fraction)
   mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
-  def specs_of(tree, warn):
-    return blocks.resolve(partition, tree, layer_axes=layer_axes, default=default_partition,
-                          warn=warn, strict=strict, who="mofo")
+  # init's blocks are reused by update (nnx.Optimizer passes update plain arrays, init Variables).
+  specs_of = blocks.memoized_resolver(partition, layer_axes=layer_axes, default=default_partition,
+                                      strict=strict, who="mofo")
 
   def init_fn(params):
     specs_of(params, warn=True)  # errors and the unrecognised-leaves warning at init
