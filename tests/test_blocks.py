@@ -16,7 +16,7 @@ from flax.training import train_state
 
 from bigmodel_jax import blocks, hessian
 from bigmodel_jax.models import LAYER_AXES, TransformerConfig, create_model
-from bigmodel_jax.optim import adam_mini, mofo, scale_by_adam_mini
+from bigmodel_jax.optim import adam_mini, mofo
 from bigmodel_jax.optim.weight_decay import decay_mask
 
 CASES = {builder.__name__: builder for builder in foreign_trees.ALL_CASES}

@@ -74,6 +74,7 @@ __all__ = [
     "is_spec",
     "is_variable",
     "leaves",
+    "memoized_resolver",
     "num_blocks",
     "path_names",
     "per_element",

@@ -15,6 +15,7 @@ from bigmodel_jax.hessian.hvp import (
     select_blocks,
 )
 from bigmodel_jax.hessian.lanczos import LanczosResult, lanczos, lanczos_probes, ritz
+from bigmodel_jax.hessian.measured_partition import propose_partition
 from bigmodel_jax.hessian.monitor import (
     HessianMonitorState,
     block_top_eigenvalues,
@@ -43,5 +44,5 @@ __all__ = [
     "density", "eigenvalues", "exact_spectrum", "hessian_matrix", "hessian_monitor",
     "heterogeneity", "hvp", "js0", "js_distance", "js_matrix", "lanczos", "lanczos_probes",
     "leaf_hvp", "list_blocks", "make_grid", "mean_loss", "model_spectrum", "monitor_metrics",
-    "ritz", "select_blocks", "top_eigenvalue", "top_eigenvalues",
+    "propose_partition", "ritz", "select_blocks", "top_eigenvalue", "top_eigenvalues",
 ]
