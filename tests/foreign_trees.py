@@ -14,7 +14,9 @@ NeurIPS 2024):
 - query: one block per head, H. key: one block per kv head, K (grouped-query attention: K < H).
 - value: one block per output neuron, K * Dh. Attention output projection: one per output neuron, D.
 - MLP matrices: one block per output neuron (up / gate / fc1: F, down / fc2: D).
-- norm scales and offsets: one block per tensor. Biases of linear layers: one block per element.
+- norm scales: one block per tensor. Biases, those of linear layers and norm offsets (LayerNorm
+  `bias`, Haiku `offset`) alike: one block per element (plain Adam; the authors treat every bias
+  so).
 - a leaf that holds several roles gets the sum of its roles' blocks (GPT-2's fused c_attn, Gemma's
   kv_einsum, qkv_einsum and gating_einsum).
 - leaves whose layers are stacked on an axis count the blocks per layer, times the number of layers.
@@ -172,19 +174,19 @@ def gpt2_hf_flax() -> FamilyCase:
   for i in range(L):
     p = f"transformer/h/{i}"
     t.add(f"{p}/ln_1/scale", (D,), "norm", 1)
-    t.add(f"{p}/ln_1/bias", (D,), "norm", 1)
+    t.add(f"{p}/ln_1/bias", (D,), "bias", D)
     t.add(f"{p}/attn/c_attn/kernel", (3 * D, D), "qkv_fused", H + H + D)
     t.add(f"{p}/attn/c_attn/bias", (3 * D,), "bias", 3 * D)
     t.add(f"{p}/attn/c_proj/kernel", (D, D), "attn_out", D)
     t.add(f"{p}/attn/c_proj/bias", (D,), "bias", D)
     t.add(f"{p}/ln_2/scale", (D,), "norm", 1)
-    t.add(f"{p}/ln_2/bias", (D,), "norm", 1)
+    t.add(f"{p}/ln_2/bias", (D,), "bias", D)
     t.add(f"{p}/mlp/c_fc/kernel", (F, D), "mlp", F)
     t.add(f"{p}/mlp/c_fc/bias", (F,), "bias", F)
     t.add(f"{p}/mlp/c_proj/kernel", (D, F), "mlp", D)
     t.add(f"{p}/mlp/c_proj/bias", (D,), "bias", D)
   t.add("transformer/ln_f/scale", (D,), "norm", 1)
-  t.add("transformer/ln_f/bias", (D,), "norm", 1)
+  t.add("transformer/ln_f/bias", (D,), "bias", D)
   return FamilyCase("gpt2_hf_flax", t.params, {"num_heads": H}, None, t.expected)
 
 
@@ -542,7 +544,7 @@ def equinox_decoder() -> FamilyCase:
     p = f"blocks/{i}"
     expected.update({
         f"{p}/ln1/weight": Expected("norm", 1),
-        f"{p}/ln1/bias": Expected("norm", 1),
+        f"{p}/ln1/bias": Expected("bias", D),
         f"{p}/attn/query_proj/weight": Expected("query", H),
         f"{p}/attn/query_proj/bias": Expected("bias", H * Dh),
         f"{p}/attn/key_proj/weight": Expected("key", H),
@@ -552,14 +554,14 @@ def equinox_decoder() -> FamilyCase:
         f"{p}/attn/output_proj/weight": Expected("attn_out", D),
         f"{p}/attn/output_proj/bias": Expected("bias", D),
         f"{p}/ln2/weight": Expected("norm", 1),
-        f"{p}/ln2/bias": Expected("norm", 1),
+        f"{p}/ln2/bias": Expected("bias", D),
         f"{p}/fc1/weight": Expected("mlp", F),
         f"{p}/fc1/bias": Expected("bias", F),
         f"{p}/fc2/weight": Expected("mlp", D),
         f"{p}/fc2/bias": Expected("bias", D),
     })
   expected["ln_f/weight"] = Expected("norm", 1)
-  expected["ln_f/bias"] = Expected("norm", 1)
+  expected["ln_f/bias"] = Expected("bias", D)
   expected["head/weight"] = Expected("lm_head", V)
   return FamilyCase("equinox_decoder", params, {"num_heads": H, "head_dim": Dh}, None, expected)
 
@@ -648,7 +650,7 @@ def haiku_transformer() -> FamilyCase:
     })
   for i in range(2 * L + 1):
     expected[f"transformer/layer_norm{suffix(i)}/scale"] = Expected("norm", 1)
-    expected[f"transformer/layer_norm{suffix(i)}/offset"] = Expected("norm", 1)
+    expected[f"transformer/layer_norm{suffix(i)}/offset"] = Expected("bias", D)
   return FamilyCase("haiku_transformer", params, {"head_dim": Dh}, None, expected)
 
 
@@ -667,19 +669,19 @@ def scanned_gpt() -> FamilyCase:
   t.add("wte/embedding", (V, D), "token_embedding", V)
   t.add("wpe/embedding", (P, D), "position_embedding", 1)
   t.add("blocks/ln1/scale", (L, D), "norm", L)
-  t.add("blocks/ln1/bias", (L, D), "norm", L)
+  t.add("blocks/ln1/bias", (L, D), "bias", L * D)
   t.add("blocks/attn/query/kernel", (L, D, H, Dh), "query", L * H)
   t.add("blocks/attn/key/kernel", (L, D, K, Dh), "key", L * K)
   t.add("blocks/attn/value/kernel", (L, D, K, Dh), "value", L * K * Dh)
   t.add("blocks/attn/out/kernel", (L, H, Dh, D), "attn_out", L * D)
   t.add("blocks/ln2/scale", (L, D), "norm", L)
-  t.add("blocks/ln2/bias", (L, D), "norm", L)
+  t.add("blocks/ln2/bias", (L, D), "bias", L * D)
   t.add("blocks/mlp/fc1/kernel", (L, D, F), "mlp", L * F)
   t.add("blocks/mlp/fc1/bias", (L, F), "bias", L * F)
   t.add("blocks/mlp/fc2/kernel", (L, F, D), "mlp", L * D)
   t.add("blocks/mlp/fc2/bias", (L, D), "bias", L * D)
   t.add("ln_f/scale", (D,), "norm", 1)
-  t.add("ln_f/bias", (D,), "norm", 1)
+  t.add("ln_f/bias", (D,), "bias", D)
   t.add("lm_head/kernel", (D, V), "lm_head", V)
   return FamilyCase("scanned_gpt", t.params, {}, {"blocks": 0}, t.expected)
 

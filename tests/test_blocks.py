@@ -20,7 +20,7 @@ from bigmodel_jax.optim import adam_mini, mofo
 from bigmodel_jax.optim.weight_decay import decay_mask
 
 CASES = {builder.__name__: builder for builder in foreign_trees.ALL_CASES}
-BIASES = ("bias", "offset", "b")  # biases, norm offsets included: one block per element
+BIASES = ("bias", "offset", "b")  # biases (norm offsets included) take no weight decay
 
 
 @functools.cache
@@ -34,12 +34,8 @@ def _rules(case):
 
 def _expected(case):
   """Expected block count per leaf, in jax.tree.leaves order."""
-  out = []
-  for kp, leaf in jax.tree_util.tree_flatten_with_path(case.params)[0]:
-    expected = case.expected[foreign_trees.path_string(kp)]
-    last = blocks.path_names(kp)[-1]
-    out.append(int(np.size(leaf)) if last in BIASES else expected.blocks)
-  return out
+  return [case.expected[foreign_trees.path_string(kp)].blocks
+          for kp, _ in jax.tree_util.tree_flatten_with_path(case.params)[0]]
 
 
 def _layers(case):

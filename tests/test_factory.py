@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from bigmodel_jax.models import LAYER_AXES
 from bigmodel_jax.optim import factory
 from bigmodel_jax.optim.weight_decay import decay_mask
 from configs import default
@@ -57,10 +58,12 @@ def test_warmup_longer_than_run_is_an_error():
 
 
 def test_decay_mask_spares_norms_and_biases_even_when_stacked():
-  mask = decay_mask(_params())
-  assert mask["embed"]["embedding"] and mask["layers"]["mlp"]["up"]["kernel"]
-  assert not mask["layers"]["mlp"]["up"]["bias"]
-  assert not mask["layers"]["attn_norm"]["scale"]  # 2-D because layers are stacked
+  for mask in (decay_mask(_params(), LAYER_AXES), factory.decay_mask(_params())):
+    assert mask["embed"]["embedding"] and mask["layers"]["mlp"]["up"]["kernel"]
+    assert not mask["layers"]["mlp"]["up"]["bias"]
+    assert not mask["layers"]["attn_norm"]["scale"]  # 2-D because layers are stacked
+  # Undeclared, a stacked norm scale is a matrix: the declaration is what tells them apart.
+  assert decay_mask(_params())["layers"]["attn_norm"]["scale"]
 
 
 def test_adamw_decays_only_masked_leaves():

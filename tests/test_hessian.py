@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bigmodel_jax import hessian
+from bigmodel_jax import blocks, hessian
 from bigmodel_jax.models import TransformerConfig, create_model
 from bigmodel_jax.train import sharding
 
@@ -166,6 +166,30 @@ def test_block_hvp_is_the_sliced_block(problem):
     expected = np.asarray(h)[np.ix_(idx, idx)] @ np.asarray(leaf_v).ravel()[mask]
     got = np.asarray(_block_hvp_fn(loss_fn, params, block)(leaf_v)).ravel()
     np.testing.assert_allclose(got[mask], expected, rtol=1e-8, atol=1e-12, err_msg=block.name)
+    np.testing.assert_array_equal(got[~mask], 0.0)
+
+
+def test_head_wise_blocks_of_fused_kernels_are_the_sliced_blocks():
+  # The Adam-mini blocks (query/key per head of a fused (D, H*Dh) kernel, value per output neuron)
+  # as Hessian blocks: H_bb v_b equals the rows and columns of the exact Hessian.
+  params, loss_fn = _transformer_problem()
+  h = _hessian("transformer")
+  paper = blocks.transformer_rule(head_dim=4)
+  all_blocks = hessian.list_blocks(params, paper, layer_axes=LAYERS)
+  query = hessian.select_blocks(all_blocks, ["attn/query/kernel"])
+  assert [b.name for b in query] == ["layers/attn/query/kernel[0,0]",
+                                     "layers/attn/query/kernel[0,1]"]  # (layer, head)
+  assert {b.size for b in query} == {8 * 4}
+  value = hessian.select_blocks(all_blocks, ["attn/value/kernel"])
+  assert len(value) == 8 and {b.size for b in value} == {8}
+  v = _random_like(params)
+  for block in query + value[:2]:
+    leaf_v = jax.tree.leaves(v)[block.leaf_index]
+    idx = hessian.block_indices(params, block)
+    mask = np.asarray(hessian.block_mask(block)).ravel().astype(bool)
+    got = np.asarray(_block_hvp_fn(loss_fn, params, block)(leaf_v)).ravel()
+    np.testing.assert_allclose(got[mask], h[np.ix_(idx, idx)] @ np.asarray(leaf_v).ravel()[mask],
+                               rtol=1e-8, atol=1e-12, err_msg=block.name)
     np.testing.assert_array_equal(got[~mask], 0.0)
 
 

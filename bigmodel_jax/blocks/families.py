@@ -162,5 +162,5 @@ def transformer_rule(head_dim: int | None = None, num_heads: int | None = None,
   Returns:
     A `RuleSet`.
   """
-  heads = Heads(head_dim, num_heads, num_kv_heads if num_kv_heads is not None else None)
-  return RuleSet([*extra_rules, *transformer_rules(whole_value)], heads)
+  return RuleSet([*extra_rules, *transformer_rules(whole_value)],
+                 Heads(head_dim, num_heads, num_kv_heads))
