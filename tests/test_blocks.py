@@ -222,6 +222,9 @@ def test_every_partition_form_is_accepted_everywhere():
     blocks.resolve(rule_list, case.params)
   with pytest.raises(ValueError, match="partition pytree has 3 leaves"):
     blocks.resolve([(0,), (1,), ()], case.params)
+  renamed = {"x" + k: v for k, v in tree.items()}  # right leaf count, wrong structure
+  with pytest.raises(ValueError, match="partition pytree has xlm_head/kernel where"):
+    blocks.resolve(renamed, case.params)
 
 
 def test_user_rules_first_match_wins_and_required_rules_must_match():

@@ -220,8 +220,9 @@ def test_state_and_errors():
   state = scale_by_mofo().init(params)
   assert isinstance(state, MoFOState)
   assert jax.tree.map(jnp.shape, state.mu) == jax.tree.map(jnp.shape, params)
-  with pytest.raises(ValueError, match="fraction"):
-    scale_by_mofo(fraction=0.0)
+  for bad in (0.0, jnp.float32(1.5), np.float64(-0.1)):
+    with pytest.raises(ValueError, match="fraction"):
+      scale_by_mofo(fraction=bad)
   with pytest.raises(ValueError, match="block size"):
     kth_largest(jnp.ones((4, 5)), 6, (1,))
 

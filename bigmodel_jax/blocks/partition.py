@@ -18,7 +18,7 @@ from typing import Any
 import jax
 
 from bigmodel_jax.blocks.defaults import LeafRule
-from bigmodel_jax.blocks.leaves import LayerAxes, Leaf, leaves
+from bigmodel_jax.blocks.leaves import LayerAxes, Leaf, leaves, path_names
 from bigmodel_jax.blocks.rules import BlockRule, RuleSet
 from bigmodel_jax.blocks.spec import Blocks, Spec, check_spec, is_spec
 
@@ -63,12 +63,16 @@ def _from_rule(rule, entries: Sequence[Leaf]) -> list[tuple[Spec, str, bool]]:
 
 
 def _from_pytree(tree, entries: Sequence[Leaf]) -> list[tuple[Spec, str, bool]]:
-  specs = jax.tree.leaves(tree, is_leaf=lambda x: is_axes(x) or is_spec(x))
-  if len(specs) != len(entries):
-    raise ValueError(f"the partition pytree has {len(specs)} leaves, the parameters "
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: is_axes(x) or is_spec(x))[0]
+  if len(flat) != len(entries):
+    raise ValueError(f"the partition pytree has {len(flat)} leaves, the parameters "
                      f"{len(entries)}: give it the parameters' structure, or pass rules "
                      "(blocks.transformer_rule(...), a list of blocks.BlockRule)")
-  return [(_as_spec(s, e), "pytree of blocks", True) for s, e in zip(specs, entries)]
+  for (key_path, _), entry in zip(flat, entries):
+    if path_names(key_path) != entry.path:  # same count, other structure: never by position
+      raise ValueError(f"the partition pytree has {'/'.join(path_names(key_path))} where the "
+                       f"parameters have {entry.name}: give it the parameters' structure")
+  return [(_as_spec(s, e), "pytree of blocks", True) for (_, s), e in zip(flat, entries)]
 
 
 def resolve_entries(partition: Partition, params, *, layer_axes: LayerAxes = None,

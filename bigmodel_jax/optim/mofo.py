@@ -70,7 +70,8 @@ default_partition = blocks.LeafRule(
 
 
 def _check_fraction(fraction) -> None:
-  if isinstance(fraction, int | float | np.floating) and not 0 < fraction <= 1:
+  concrete = fraction if not isinstance(fraction, jax.core.Tracer) else None
+  if concrete is not None and np.ndim(concrete) == 0 and not 0 < float(concrete) <= 1:
     raise ValueError(f"MoFO fraction must be in (0, 1], got {fraction}")
 
 
