@@ -64,7 +64,7 @@ def get_config(settings: str = "full") -> ml_collections.ConfigDict:
       steps=600,
       batch_size=64,
       warmup_steps=30,
-      weight_decay=1e-4,  # both optimizers, on the kernels only
+      weight_decay=1e-4,  # both optimizers, on rank >= 2 leaves (kernels), not biases
       seeds=(0, 1, 2, 3, 4),
       lrs=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),  # the grid, the same for both optimizers
       validation_fraction=0.2,  # of the digits' train split: selects the learning rate
