@@ -254,3 +254,59 @@ def test_spec_reduce_expand_and_layer_axis_insertion():
   stacked = one_layer.with_layer_axis((16, 24), 1, 3)  # MaxText: layers on axis 1
   assert stacked == blocks.Blocks((0, 3), (16, 3, 4, 6))
   assert stacked.count((16, 3, 24)) == 12
+
+
+# Real sizes, abstract shapes only: the state is about half of AdamW's on foreign models too.
+
+def _abstract(shapes):
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), shapes,
+                      is_leaf=lambda x: isinstance(x, tuple))
+
+
+def _hf_llama_7b():
+  d, h, dh, f, v = 4096, 32, 128, 11008, 32000
+  layer = {"self_attn": {n: {"kernel": (d, h * dh)} for n in ("q_proj", "k_proj", "v_proj")}
+           | {"o_proj": {"kernel": (h * dh, d)}},
+           "mlp": {"gate_proj": {"kernel": (d, f)}, "up_proj": {"kernel": (d, f)},
+                   "down_proj": {"kernel": (f, d)}},
+           "input_layernorm": {"weight": (d,)}, "post_attention_layernorm": {"weight": (d,)}}
+  return _abstract({"model": {"embed_tokens": {"embedding": (v, d)},
+                              "layers": {str(i): layer for i in range(32)},
+                              "norm": {"weight": (d,)}},
+                    "lm_head": {"kernel": (d, v)}}), {"head_dim": dh}, None
+
+
+def _gemma_2b_linen():
+  d, h, k, dh, f, v = 2048, 8, 1, 256, 16384, 256128
+  layer = {"attn": {"q_einsum": {"w": (h, d, dh)}, "kv_einsum": {"w": (2, k, d, dh)},
+                    "attn_vec_einsum": {"w": (h, dh, d)}},
+           "mlp": {"gating_einsum": (2, f, d), "linear": (f, d)},
+           "pre_attention_norm": {"scale": (d,)}, "pre_ffw_norm": {"scale": (d,)}}
+  return _abstract({"embedder": {"input_embedding": (v, d)},
+                    **{f"layer_{i}": layer for i in range(18)},
+                    "final_norm": {"scale": (d,)}}), {}, None
+
+
+def _maxtext_llama2_7b():
+  d, h, dh, f, v, n = 4096, 32, 128, 11008, 32000, 32
+  layers = {"self_attention": {q: {"kernel": (d, n, h, dh)} for q in ("query", "key", "value")}
+            | {"out": {"kernel": (h, n, dh, d)}},
+            "mlp": {"wi_0": {"kernel": (d, n, f)}, "wi_1": {"kernel": (d, n, f)},
+                    "wo": {"kernel": (f, n, d)}},
+            "pre_self_attention_layer_norm": {"scale": (d, n)},
+            "post_self_attention_layer_norm": {"scale": (d, n)}}
+  return _abstract({"params": {"token_embedder": {"embedding": (v, d)},
+                               "decoder": {"layers": layers, "decoder_norm": {"scale": (d,)},
+                                           "logits_dense": {"kernel": (d, v)}}}}), {}, {
+                                               "params/decoder/layers": 1}
+
+
+@pytest.mark.parametrize("build", [_hf_llama_7b, _gemma_2b_linen, _maxtext_llama2_7b])
+def test_state_is_about_half_of_adamw_at_real_sizes(build):
+  params, kwargs, layer_axes = build()
+  opt = adam_mini(1e-3, partition=blocks.transformer_rule(**kwargs), layer_axes=layer_axes,
+                  strict=True)
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  ratio = nbytes(jax.eval_shape(opt.init, params)) / nbytes(
+      jax.eval_shape(optax.adamw(1e-3).init, params))
+  assert ratio <= 0.52, ratio
