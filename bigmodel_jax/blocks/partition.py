@@ -107,9 +107,10 @@ def resolve_entries(partition: Partition, params, *, layer_axes: LayerAxes = Non
 
 def _report(unrecognised, who: str, strict: bool) -> None:
   lines = [f"  {e.name} {e.shape}: {n} ({s.count(e.shape)} blocks)" for e, s, n in unrecognised]
-  message = (f"{who}: {len(unrecognised)} parameter leaves match no partition rule (pass "
-             "partition=blocks.transformer_rule(extra_rules=[...]) or a pytree of blocks; see "
-             "blocks.describe):\n" + "\n".join(lines))
+  message = (f"{who}: {len(unrecognised)} parameter leaves match no partition rule and take "
+             "the default below (name them with partition=blocks.transformer_rule(extra_rules="
+             "[...]), measure a partition with hessian.propose_partition, or pass strict=True "
+             "to make this an error; see blocks.describe):\n" + "\n".join(lines))
   if strict:
     raise UnrecognisedLeavesError(message)
   _LOG.warning(message)
