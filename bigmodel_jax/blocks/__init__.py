@@ -26,10 +26,12 @@ from bigmodel_jax.blocks.leaves import (
     LAYER_AXIS_NAMES,
     LayerAxes,
     Leaf,
+    has_variables,
     is_variable,
     leaves,
     path_names,
     recorded_layer_axes,
+    remember_per_tree,
 )
 from bigmodel_jax.blocks.partition import (
     UnrecognisedLeavesError,
@@ -70,6 +72,7 @@ __all__ = [
     "by_layout",
     "describe",
     "expand_blocks",
+    "has_variables",
     "is_axes",
     "is_spec",
     "is_variable",
@@ -82,6 +85,7 @@ __all__ = [
     "pieces",
     "recorded_layer_axes",
     "reduce_blocks",
+    "remember_per_tree",
     "resolve",
     "resolve_entries",
     "resolve_tree",

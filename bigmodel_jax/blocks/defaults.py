@@ -29,16 +29,19 @@ class LeafRule:
   Attributes:
     name: shown by `describe`.
     layer_axes_fn: Leaf -> the negative axes of one layer's tensor that one block spans.
+    name_fn: optional Leaf -> what `describe` shows for that leaf (default: `name`).
   """
 
   name: str
   layer_axes_fn: Callable[[Leaf], tuple[int, ...]]
+  name_fn: Callable[[Leaf], str] | None = None
 
   def blocks_for(self, leaf: Leaf) -> tuple[Spec, str, bool]:
-    """(the leaf's cut, this rule's name, True)."""
+    """(the leaf's cut, what the rule calls it, True)."""
     rank = leaf.rank
     axes = tuple(sorted(a % rank for a in self.layer_axes_fn(leaf))) if rank else ()
-    return in_leaf_coordinates(Blocks(axes), leaf), self.name, True
+    name = self.name if self.name_fn is None else self.name_fn(leaf)
+    return in_leaf_coordinates(Blocks(axes), leaf), name, True
 
 
 def _all_axes(leaf: Leaf) -> tuple[int, ...]:
@@ -68,11 +71,4 @@ def _layout_name(leaf: Leaf) -> str:
   return "default: whole tensor"
 
 
-@dataclasses.dataclass(frozen=True)
-class _ByLayout(LeafRule):
-  def blocks_for(self, leaf: Leaf) -> tuple[Spec, str, bool]:
-    spec, _, _ = super().blocks_for(leaf)
-    return spec, _layout_name(leaf), True
-
-
-by_layout = _ByLayout("default by layout", _layout_axes)
+by_layout = LeafRule("default by layout", _layout_axes, _layout_name)

@@ -17,7 +17,7 @@ framework: an `nnx.Variable` whose logical axis names (`out_sharding` / `shardin
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -28,6 +28,7 @@ LayerAxes = Mapping[str, int] | Callable[[Path, Any], int | None] | None
 
 # Logical axis names that flax records for layers stacked by nnx.vmap / nnx.scan (this project's
 # models and MaxText name it "layers"; flax's own examples also use these).
+T = TypeVar("T")
 LAYER_AXIS_NAMES = frozenset({"layers", "layer", "stack"})
 _METADATA_NAME_KEYS = ("out_sharding", "sharding_names", "sharding")
 
@@ -196,3 +197,33 @@ def recorded_layer_axes(params) -> dict[str, int]:
     {leaf path: layer axis} for every leaf whose metadata names a layer axis.
   """
   return {e.name: e.layer_axis for e in leaves(params) if e.layer_axis is not None}
+
+
+def has_variables(tree) -> bool:
+  """Whether `tree` holds nnx Variables (whose metadata may record stacked layers)."""
+  return any(map(is_variable, jax.tree.leaves(tree, is_leaf=is_variable)))
+
+
+def remember_per_tree(compute: Callable[[Any, bool], T]) -> Callable[..., T]:
+  """`compute(tree, refresh)`, remembered per tree (its leaf paths and shapes).
+
+  `nnx.Optimizer` gives a transform's `init` the parameters as nnx Variables, whose metadata
+  records stacked layers, but its `update` plain arrays: what was found at init is reused for the
+  same paths and shapes. A transform calls the result with `refresh=True` where it must
+  recompute (at init, or whenever the tree carries metadata).
+
+  Args:
+    compute: (tree, refresh) -> the value for that tree.
+
+  Returns:
+    f(tree, refresh=False) -> the remembered (or, refreshed, a newly computed) value.
+  """
+  found = {}
+
+  def remembered(tree, refresh: bool = False) -> T:
+    key = tuple((leaf.path, leaf.shape) for leaf in leaves(tree))
+    if refresh or key not in found:
+      found[key] = compute(tree, refresh)
+    return found[key]
+
+  return remembered

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 
 from bigmodel_jax.blocks.defaults import LeafRule
-from bigmodel_jax.blocks.leaves import LayerAxes, Leaf, leaves, path_names
+from bigmodel_jax.blocks.leaves import LayerAxes, Leaf, leaves, path_names, remember_per_tree
 from bigmodel_jax.blocks.rules import BlockRule, RuleSet
 from bigmodel_jax.blocks.spec import Blocks, Spec, check_spec, is_spec
 
@@ -131,27 +131,16 @@ def resolve(partition: Partition, params, **kwargs) -> list[Spec]:
 
 
 def memoized_resolver(partition: Partition, **kwargs):
-  """`resolve` for a transform: init's resolution is reused by update on the same tree.
-
-  `nnx.Optimizer` gives `init` the parameters as nnx Variables (whose metadata records stacked
-  layers) but `update` plain arrays; the blocks found at init (same paths and shapes) are kept.
+  """`resolve` for a transform: init's blocks (and warning) are reused by update on the same tree.
 
   Args:
     partition: any partition form.
     **kwargs: `layer_axes`, `default`, `strict`, `who` of `resolve_entries`.
 
   Returns:
-    f(tree, warn) -> one spec per leaf.
+    f(tree, refresh=False) -> one spec per leaf; `refresh=True` (at init) resolves anew and warns.
   """
-  cache = {}
-
-  def specs(tree, warn: bool) -> list[Spec]:
-    key = tuple((leaf.path, leaf.shape) for leaf in leaves(tree, kwargs.get("layer_axes")))
-    if warn or key not in cache:
-      cache[key] = resolve(partition, tree, warn=warn, **kwargs)
-    return cache[key]
-
-  return specs
+  return remember_per_tree(lambda tree, init: resolve(partition, tree, warn=init, **kwargs))
 
 
 def resolve_tree(partition: Partition, params, **kwargs):

@@ -111,7 +111,7 @@ def scale_by_adam_mini(
                                       strict=strict, who="adam_mini")
 
   def init_fn(params):
-    specs = specs_of(params, warn=True)
+    specs = specs_of(params, refresh=True)
     leaves, treedef = jax.tree.flatten(params)
     mu = [jnp.zeros_like(p, dtype=mu_dtype or p.dtype) for p in leaves]
     nu = [jnp.zeros(s.stat_shape(p.shape), _stat_dtype(p.dtype), device=_stat_sharding(p, s))
@@ -121,7 +121,7 @@ def scale_by_adam_mini(
 
   def update_fn(updates, state, params=None):
     del params
-    specs = specs_of(updates, warn=False)
+    specs = specs_of(updates)
     grads, treedef = jax.tree.flatten(updates)
     mus, nus = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
     count = optax.safe_increment(state.count)

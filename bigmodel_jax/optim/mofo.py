@@ -140,14 +140,14 @@ def scale_by_mofo(
                                       strict=strict, who="mofo")
 
   def init_fn(params):
-    specs_of(params, warn=True)  # errors and the unrecognised-leaves warning at init
+    specs_of(params, refresh=True)  # errors and the unrecognised-leaves warning at init
     return MoFOState(count=jnp.zeros([], jnp.int32),
                      mu=optax.tree.zeros_like(params, dtype=mu_dtype),
                      nu=optax.tree.zeros_like(params))
 
   def update_fn(updates, state, params=None):
     del params
-    specs = specs_of(updates, warn=False)
+    specs = specs_of(updates)
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
     count = optax.safe_increment(state.count)

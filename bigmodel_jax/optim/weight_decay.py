@@ -34,19 +34,12 @@ def decay_mask(params, layer_axes: blocks.LayerAxes = None):
 def decay_mask_for(mask, layer_axes: blocks.LayerAxes = None):
   """The mask argument for `optax.add_decayed_weights`: `mask`, or `decay_mask` if None.
 
-  The default mask found for a tree at init (when `nnx.Optimizer` passes nnx Variables, whose
-  metadata records stacked layers) is reused for the same paths and shapes at update (plain
-  arrays there).
+  The default mask found for a tree that carries nnx metadata (what `nnx.Optimizer` gives init)
+  is reused for the same paths and shapes in plain arrays (what it gives update).
   """
   if mask is not None:
     return mask
-  found = {}
-
-  def default_mask(params):
-    entries = blocks.leaves(params, layer_axes)
-    key = tuple((e.path, e.shape) for e in entries)
-    if key not in found or any(e.layer_axis is not None for e in entries):
-      found[key] = jax.tree.leaves(decay_mask(params, layer_axes))
-    return jax.tree.unflatten(jax.tree.structure(params), found[key])
-
-  return default_mask
+  remembered = blocks.remember_per_tree(
+      lambda tree, _: jax.tree.leaves(decay_mask(tree, layer_axes)))
+  return lambda params: jax.tree.unflatten(
+      jax.tree.structure(params), remembered(params, blocks.has_variables(params)))
