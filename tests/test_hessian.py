@@ -359,3 +359,19 @@ def test_monitor_passes_updates_and_records_top_eigenvalues():
   logged = hessian.block_top_eigenvalues(loss_fn, params, jax.random.key(0), num_steps=8,
                                          layer_axes=LAYERS)
   assert set(logged) == set(metrics)
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda p, f, b: hessian.block_spectra(f, p, b, jax.random.key(0), num_probes=0), "num_probes"),
+    (lambda p, f, b: hessian.block_spectra(f, p, b, jax.random.key(0), num_steps=0), "num_steps"),
+    (lambda p, f, b: hessian.model_spectrum(f, p, jax.random.key(0), 0, 10), "num_probes"),
+    (lambda p, f, b: hessian.model_spectrum(f, p, jax.random.key(0), 2, -1), "num_steps"),
+    (lambda p, f, b: hessian.top_eigenvalues(f, p, b, jax.random.key(0), 0), "num_steps"),
+    (lambda p, f, b: hessian.hessian_monitor(num_steps=0), "num_steps"),
+    (lambda p, f, b: hessian.lanczos(lambda v: v, p, 0), "num_steps"),
+])
+def test_counts_below_one_are_refused_naming_the_argument(call, name):
+  params, loss_fn, _, _ = _mlp_problem()
+  chosen = hessian.list_blocks(params, layer_axes=LAYERS)[:1]
+  with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+    call(params, loss_fn, chosen)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 REORTH = ("none", "full")
 
@@ -63,6 +64,14 @@ def _reorthogonalise(basis, w):
   return w
 
 
+def check_counts(**counts: int) -> None:
+  """Raises ValueError naming every count (num_steps, num_probes, ...) that is not >= 1."""
+  bad = {name: n for name, n in counts.items() if not isinstance(n, int | np.integer) or n < 1}
+  if bad:
+    raise ValueError(", ".join(f"{name} must be an integer >= 1, got {n!r}"
+                               for name, n in bad.items()))
+
+
 def lanczos(matvec: Callable, v0, num_steps: int, reorth: str = "none", dtype=None,
             breakdown_tol: float | None = None) -> LanczosResult:
   """Runs `num_steps` Lanczos steps of a symmetric operator from the start vector `v0`.
@@ -83,6 +92,7 @@ def lanczos(matvec: Callable, v0, num_steps: int, reorth: str = "none", dtype=No
   """
   if reorth not in REORTH:
     raise ValueError(f"reorth must be one of {REORTH}, got {reorth!r}")
+  check_counts(num_steps=num_steps)
   dtype = lanczos_dtype(dtype)
   in_dtypes = [x.dtype for x in jax.tree.leaves(v0)]
   if breakdown_tol is None:

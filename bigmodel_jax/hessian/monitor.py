@@ -22,7 +22,7 @@ import optax
 
 from bigmodel_jax.hessian import spectrum
 from bigmodel_jax.hessian.hvp import Block, block_hvp, block_mask, list_blocks, select_blocks
-from bigmodel_jax.hessian.lanczos import lanczos, ritz
+from bigmodel_jax.hessian.lanczos import check_counts, lanczos, ritz
 
 PREFIX = "hessian/top_eig/"
 
@@ -52,6 +52,7 @@ def top_eigenvalues(loss_fn: Callable, params, blocks: Sequence[Block], key: jax
   Returns:
     [len(blocks)] top eigenvalues.
   """
+  check_counts(num_steps=num_steps)
   return jnp.stack([_top_eig(loss_fn, params, b, jax.random.fold_in(key, i), num_steps, dtype,
                              mode) for i, b in enumerate(blocks)])
 
@@ -121,6 +122,7 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
   """
   if every < 1:
     raise ValueError(f"hessian_monitor: every ({every}) must be >= 1")
+  check_counts(num_steps=num_steps)
 
   def blocks_of(params):
     found = list_blocks(params, partition, layer_axes=layer_axes)

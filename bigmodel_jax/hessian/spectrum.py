@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigmodel_jax.hessian.hvp import Block, block_hvp, block_mask, hvp
-from bigmodel_jax.hessian.lanczos import lanczos_probes, ritz
+from bigmodel_jax.hessian.lanczos import check_counts, lanczos_probes, ritz
 
 JS_VARIANTS = ("bounded", "paper")
 
@@ -112,6 +112,7 @@ def block_spectra(loss_fn: Callable, params, blocks: Sequence[Block], key: jax.A
   Returns:
     block name -> Spectrum, in the order of `blocks`.
   """
+  check_counts(num_probes=num_probes, num_steps=num_steps)
   compiled, out = {}, {}
   for i, block in enumerate(blocks):
     if block.compile_key not in compiled:
@@ -144,6 +145,7 @@ def model_spectrum(loss_fn: Callable, params, key: jax.Array, num_probes: int = 
   Returns:
     The Spectrum.
   """
+  check_counts(num_probes=num_probes, num_steps=num_steps)
 
   @jax.jit
   def run(params, key):
