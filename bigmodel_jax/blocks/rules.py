@@ -185,7 +185,7 @@ class RuleSet:
       if not isinstance(rule, BlockRule):
         raise TypeError(f"RuleSet takes BlockRule records, got {rule!r}")
     self.heads = heads
-    self.fallback = fallback
+    self.fallback = by_layout if fallback is None else fallback
 
   def match(self, leaf: Leaf) -> BlockRule | None:
     """The first rule whose pattern and rank match the leaf, or None."""
@@ -203,7 +203,7 @@ class RuleSet:
     """(the leaf's cut, the rule's name, whether a rule recognised it)."""
     rule = self.match(leaf)
     if rule is None:
-      spec, name, _ = (self.fallback or by_layout).blocks_for(leaf)
+      spec, name, _ = self.fallback.blocks_for(leaf)
       return spec, name, False
     spec = rule.layer_blocks(leaf.layer_shape, self.heads, leaf.name)
     return in_leaf_coordinates(spec, leaf), rule.name, True

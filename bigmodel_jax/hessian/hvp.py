@@ -173,7 +173,8 @@ def _leaf_blocks(i: int, leaf: blocks_lib.Leaf, spec) -> list[Block]:
   return out
 
 
-def list_blocks(params, partition=None, *, layer_axes=None, strict: bool = False) -> list[Block]:
+def list_blocks(params, partition=None, *, layer_axes=None, strict: bool = False,
+                warn: bool = True) -> list[Block]:
   """Every block of `params` under a partition of `bigmodel_jax.blocks`.
 
   Args:
@@ -183,13 +184,15 @@ def list_blocks(params, partition=None, *, layer_axes=None, strict: bool = False
       tensor, the paper's choice.
     layer_axes: stacked layers (see `bigmodel_jax.blocks.leaves`); None: nnx metadata only.
     strict: raise instead of warning when a leaf matches no rule of `partition`.
+    warn: log the unrecognised-leaves warning (callers that list the same blocks again pass
+      False).
 
   Returns:
     The blocks, leaf by leaf in tree order, then part by part, then in row-major order of the
     block index.
   """
   entries = blocks_lib.resolve_entries(partition, params, layer_axes=layer_axes,
-                                       default=blocks_lib.per_tensor, warn=True, strict=strict,
+                                       default=blocks_lib.per_tensor, warn=warn, strict=strict,
                                        who="hessian.list_blocks")
   return [b for i, (leaf, spec, _, _) in enumerate(entries) for b in _leaf_blocks(i, leaf, spec)]
 

@@ -124,12 +124,12 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
     raise ValueError(f"hessian_monitor: every ({every}) must be >= 1")
   check_counts(num_steps=num_steps)
 
-  def blocks_of(params):
-    found = list_blocks(params, partition, layer_axes=layer_axes)
+  def blocks_of(params, warn):
+    found = list_blocks(params, partition, layer_axes=layer_axes, warn=warn)
     return found if patterns is None else select_blocks(found, patterns, layers)
 
   def init_fn(params):
-    n = len(blocks_of(params))
+    n = len(blocks_of(params, warn=True))
     return HessianMonitorState(jnp.zeros((), jnp.int32), jax.random.key(seed),
                                jnp.full((n,), jnp.nan, jnp.float32), jnp.full((), -1, jnp.int32))
 
@@ -137,7 +137,7 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
     del extra_args
     if params is None or loss_fn is None:
       raise ValueError("hessian_monitor.update needs params and the extra argument loss_fn")
-    blocks = blocks_of(params)
+    blocks = blocks_of(params, warn=False)
 
     def compute(_):
       key = jax.random.fold_in(state.key, state.count)
@@ -154,7 +154,7 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
 def monitor_metrics(state: HessianMonitorState, params, partition=None, layer_axes=None,
                     patterns: Sequence[str] | None = None, layers=None) -> dict[str, float]:
   """The monitor's latest values as {"hessian/top_eig/<block>": float} (same block selection)."""
-  blocks = list_blocks(params, partition, layer_axes=layer_axes)
+  blocks = list_blocks(params, partition, layer_axes=layer_axes, warn=False)
   if patterns is not None:
     blocks = select_blocks(blocks, patterns, layers)
   return {PREFIX + b.name: float(v) for b, v in zip(blocks, state.top_eigenvalues)}
