@@ -47,7 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
       grad_accum_steps=1,
       log_every=10,
       eval_every=200,
-      eval_batches=16,
+      eval_batches=64,  # validation rows drawn (seeded) from the whole split: this many batches
+      eval_seed=0,  # which validation rows are drawn; independent of `seed`
+      sample_tokens=200,  # at the end, sample 3 texts of this many tokens into summary.json; 0: off
       checkpoint_every=200,
       keep_checkpoints=3,  # 2 or more: a damaged latest checkpoint falls back to the one before
       max_consecutive_nonfinite=10,  # stop after this many skipped (non-finite) steps in a row

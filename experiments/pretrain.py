@@ -9,6 +9,7 @@ the run is complete, 143 after a SIGTERM (the checkpoint of the current step is 
 same command again), 1 on an error.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -36,8 +37,20 @@ def main(argv):
     print(e, flush=True)
     sys.exit(PREEMPTED_EXIT_CODE)
   logging.info("summary: %s", summary)
-  print({k: summary[k] for k in ("final_eval_loss_nats_per_token", "final_eval_bits_per_byte",
-                                 "tokens_per_s", "wall_time_s")})
+  print(final_report(summary, _WORKDIR.value), flush=True)
+
+
+def final_report(summary: dict, workdir: str) -> str:
+  """What a run ends by printing: its figures, sampled texts and where its outputs are."""
+  lines = [f"validation loss {summary['final_eval_loss_nats_per_token']:.4f} nats/token "
+           f"({summary['final_eval_bits_per_byte']:.3f} bits/byte) on "
+           f"{summary['eval_tokens']:,} tokens after {summary['steps']} steps; "
+           f"{summary['wall_time_s']:.0f} s"]
+  for i, text in enumerate(summary["samples"]):
+    lines += [f"--- sample {i + 1} ---", text.rstrip()]
+  lines += ["---", f"loss curves: {os.path.join(workdir, 'loss.png')}",
+            f"summary:     {os.path.join(workdir, 'summary.json')}"]
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":

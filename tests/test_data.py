@@ -1,7 +1,9 @@
 """Tests of bigmodel_jax.data: text-file corpus, tokenizers, sources and the packed pipeline."""
 
+import collections
 import json
 import os
+import pathlib
 import random
 
 import grain
@@ -103,29 +105,73 @@ def _split_docs(tokens, eos_id):
 # Text files and split.
 
 
-def test_split_is_deterministic_and_disjoint(corpus, tmp_path):
-  texts, globs, _ = corpus
-  train, validation = _source(corpus, "train"), _source(corpus, "validation")
-  assert sorted(_docs(train) + _docs(validation)) == sorted(texts.values())
-  expected = {p for p in texts if text_files.is_validation(p, 0.3)}
-  assert 0 < len(expected) < len(texts)
-  builder = text_files.prepare_builder(str(tmp_path), globs, validation_fraction=0.3)
-  paths = builder.as_data_source("validation")
-  assert {paths[i]["path"].decode() for i in range(len(paths))} == expected
+def _texts_by_path(builder, split):
+  """{relative path: text} of one split (every test file is a single piece)."""
+  records = builder.as_data_source(split)
+  texts = {}
+  for i in range(len(records)):
+    path = records[i]["path"].decode()
+    assert path not in texts, path
+    texts[path] = records[i]["text"].decode()
+  return texts
+
+
+def test_every_file_splits_into_train_head_and_validation_tail(corpus):
+  texts, globs, data_dir = corpus
+  builder = text_files.prepare_builder(data_dir, globs, validation_fraction=0.3)
+  train, validation = _texts_by_path(builder, "train"), _texts_by_path(builder, "validation")
+  assert set(train) | set(validation) == {p for p, text in texts.items() if text}
+  for path, text in texts.items():
+    head, tail = train.get(path, ""), validation.get(path, "")
+    assert (head, tail) == text_files.split_text(text, 0.3)
+    assert head + tail == text
+  assert sorted(_docs(_source(corpus, "validation"))) == sorted(validation.values())
+
+
+@pytest.mark.parametrize("text, fraction, expected", [
+    ("a\nb\nc\nd\n", 0.5, ("a\nb\n", "c\nd\n")),
+    ("a\nb\nc\nd\n", 0.4, ("a\nb\nc\n", "d\n")),  # cut inside line "c": from the next one on
+    ("abcdefghij", 0.3, ("abcdefg", "hij")),  # one line: cut mid-line
+    ("abc\n", 0.0, ("abc\n", "")),
+    ("abc\n", 1.0, ("", "abc\n")),
+    ("", 0.5, ("", "")),
+])
+def test_split_text(text, fraction, expected):
+  assert text_files.split_text(text, fraction) == expected
+
+
+def test_pieces_cut_at_line_ends_and_concatenate():
+  text = "".join(f"line {i}\n" for i in range(100)) + "x" * 25
+  parts = text_files.pieces(text, max_chars=64)
+  assert "".join(parts) == text
+  assert all(len(part) <= 64 for part in parts)
+  assert all(part.endswith("\n") for part in parts[:-1])
+  assert text_files.pieces("", max_chars=8) == []
+  assert text_files.pieces("y" * 20, max_chars=8) == ["y" * 8, "y" * 8, "y" * 4]
 
 
 def test_invalid_utf8_is_replaced(corpus):
-  docs = _docs(_source(corpus, "train")) + _docs(_source(corpus, "validation"))
-  assert "caf\ufffd" in docs
+  _, globs, data_dir = corpus
+  builder = text_files.prepare_builder(data_dir, globs, validation_fraction=0.3)
+  head = _texts_by_path(builder, "train").get("latin1.txt", "")
+  assert head + _texts_by_path(builder, "validation").get("latin1.txt", "") == "caf\ufffd"
 
 
-def test_config_name_fingerprints_the_files(corpus, tmp_path):
+def test_config_name_fingerprints_files_contents_and_builder_code(corpus, tmp_path, monkeypatch):
   _, globs, _ = corpus
   name = text_files.make_config(globs, 0.3).name
   assert text_files.make_config(globs, 0.3).name == name
   assert text_files.make_config(globs, 0.5).name != name
   (tmp_path / "extra.txt").write_text("more")
-  assert text_files.make_config([*globs, str(tmp_path / "*.txt")], 0.3).name != name
+  extended = [*globs, str(tmp_path / "*.txt")]
+  name = text_files.make_config(extended, 0.3).name
+  (tmp_path / "extra.txt").write_text("mode")  # same size, other contents
+  assert text_files.make_config(extended, 0.3).name != name
+  name = text_files.make_config(extended, 0.3).name
+  builder_code = tmp_path / "builder_v2.py"
+  builder_code.write_text(pathlib.Path(text_files.__file__).read_text() + "\n# changed\n")
+  monkeypatch.setattr(text_files, "__file__", str(builder_code))
+  assert text_files.make_config(extended, 0.3).name != name
 
 
 def test_default_stdlib_corpus(tmp_path):
@@ -321,3 +367,58 @@ def test_window_shuffled_rows_resume_exactly_and_differ_from_unshuffled(corpus):
     return sorted(row.tobytes() for b in batches for row in b["inputs"])
 
   assert rows(plain) == rows(reordered)
+
+
+def test_one_long_file_is_mixed_over_the_whole_text(tmp_path):
+  # Tiny Shakespeare through data.text_globs is one file: training must not sweep it in order.
+  lines = [f"{i:06d}\n" for i in range(60_000)]  # 420 kB, 52 pieces
+  (tmp_path / "play.txt").write_text("".join(lines))
+  source = data.load_source("text_files", data_dir=str(tmp_path / "tfds"), split="train",
+                            text_globs=[str(tmp_path / "play.txt")], validation_fraction=0.1)
+  batches = _take(_dataset(source, seq_len=64, global_batch_size=16, shuffle_window=1024), 8)
+  decoded = [data.ByteTokenizer().decode(row) for b in batches for row in b["inputs"]]
+  positions = [int(line) for text in decoded for line in text.split("\n")[1:-1] if line.isdigit()]
+  lines_per_piece = text_files.PIECE_CHARS // 7
+  assert len({p // lines_per_piece for p in positions}) >= 4  # rows from at least 4 pieces
+  assert max(positions) - min(positions) > 0.25 * len(lines)
+
+
+def _validation_rows(num_docs=40):
+  return [{"text": f"doc {i:03d} " + "x" * (i % 7) * 5} for i in range(num_docs)]
+
+
+def _sample(source, seed=0, **kwargs):
+  kwargs = {"seq_len": _SEQ_LEN, "global_batch_size": 4, "num_batches": 3, **kwargs}
+  return data.sample_eval_batches(source=source, tokenizer=data.ByteTokenizer(), seed=seed,
+                                  **kwargs)
+
+
+def test_eval_sample_is_seeded_and_spread_over_the_whole_split():
+  source = _validation_rows()
+  pool = list(_dataset(source, split="validation", global_batch_size=1))
+  pool_rows = [row.tobytes() for b in pool for row in b["inputs"]]
+  sample = _sample(source)
+  _assert_same_batches(sample, _sample(source))
+  with pytest.raises(AssertionError):
+    _assert_same_batches(sample, _sample(source, seed=1))
+  sample_rows = [row.tobytes() for b in sample for row in b["inputs"]]
+  assert not collections.Counter(sample_rows) - collections.Counter(pool_rows)  # drawn, no repeats
+  assert max(map(pool_rows.index, sample_rows)) > len(pool_rows) / 2
+  assert [b["inputs"].shape for b in sample] == [(4, _SEQ_LEN)] * 3
+
+
+def test_eval_sample_of_a_small_split_takes_every_row_and_pads():
+  source = _validation_rows(num_docs=3)
+  pool = list(_dataset(source, split="validation", global_batch_size=1))
+  sample = _sample(source, num_batches=100)
+  assert len(sample) == -(-len(pool) // 4)
+  assert sum(b["weights"].sum() for b in sample) == sum(b["weights"].sum() for b in pool)
+
+
+def test_eval_sample_processes_split_the_global_batch():
+  source = _validation_rows()
+  whole = _sample(source)
+  parts = [_sample(source, process_index=p, process_count=2) for p in range(2)]
+  for batch, first, second in zip(whole, *parts, strict=True):
+    for key in batch:
+      np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), batch[key])

@@ -1,5 +1,6 @@
 """Data: text sources, tokenizers and the packed language-model input pipeline."""
 
+from bigmodel_jax.data.eval_sample import sample_eval_batches
 from bigmodel_jax.data.pipeline import make_lm_dataset
 from bigmodel_jax.data.sources import (
     KNOWN_DATASETS,
@@ -33,4 +34,5 @@ __all__ = [
     "make_lm_dataset",
     "make_tokenizer",
     "prepare_builder",
+    "sample_eval_batches",
 ]

@@ -91,6 +91,17 @@ def _local_rows(batch: dict[str, np.ndarray], *, start: int, stop: int) -> dict[
   return {key: value[start:stop] for key, value in batch.items()}
 
 
+def check_process_share(global_batch_size: int, process_index: int, process_count: int) -> None:
+  """Raises, naming `train.global_batch_size`, unless every process gets an equal share."""
+  if global_batch_size % process_count:
+    raise ValueError(
+        f"train.global_batch_size={global_batch_size} is not divisible by the number of"
+        f" processes ({process_count})."
+    )
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
+
+
 def make_lm_dataset(
     *,
     source,
@@ -138,13 +149,7 @@ def make_lm_dataset(
     `set_state()` (also after a JSON round trip) resumes exactly; save it with orbax through
     `grain.checkpoint.CheckpointSave(iterator)` / `CheckpointRestore(iterator)`.
   """
-  if global_batch_size % process_count:
-    raise ValueError(
-        f"train.global_batch_size={global_batch_size} is not divisible by the number of"
-        f" processes ({process_count})."
-    )
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
+  check_process_share(global_batch_size, process_index, process_count)
   training = split == "train"
   ds = grain.MapDataset.source(source)
   if training:

@@ -100,7 +100,7 @@ def load_source(
     data_dir: TFDS data directory; None means `~/tensorflow_datasets`.
     split: "train" or "validation" (mapped to "test" for lm1b), or any TFDS split.
     text_globs: For "text_files": glob patterns; None means the stdlib's Python sources.
-    validation_fraction: For "text_files": fraction of files in validation.
+    validation_fraction: For "text_files": fraction of every file (its end) in validation.
 
   Returns:
     The source.

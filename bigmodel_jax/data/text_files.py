@@ -1,9 +1,22 @@
 """A TFDS dataset of local text files, split deterministically into train and validation.
 
 The default corpus is the running Python's standard library (``*.py`` files), which exists on
-every machine and needs no download. Because that corpus depends on the Python install, the
-builder config name is a fingerprint of the corpus, so a cached dataset built from another
-Python (or from other files) is never reused silently.
+every machine and needs no download.
+
+The split is within files, as nanoGPT splits Tiny Shakespeare: the last `validation_fraction`
+of every file (from the first line start at or after the cut) is validation, the rest is train.
+So validation is the same mixture of files as training: no single file can dominate it (with a
+split by whole files, one 0.76 MB prose file, `pydoc_data/topics.py`, was 42% of it).
+
+Every file part is cut further, at line ends, into records of at most `PIECE_CHARS` characters,
+each a document of its own (it ends with EOS in the pipeline). Shuffling records each epoch then
+mixes the whole corpus, even a corpus of one long file (Tiny Shakespeare through
+`data.text_globs`), instead of sweeping it in order.
+
+The builder config name is a fingerprint of everything the build depends on: the Python
+version, the patterns, the split fraction, every file's relative path and contents, and this
+module's source code. A cached dataset built from another Python, other files or an earlier
+version of this builder is never reused.
 """
 
 import collections
@@ -18,7 +31,9 @@ from collections.abc import Iterator, Sequence
 
 import tensorflow_datasets as tfds
 
-_VERSION = tfds.core.Version("1.0.0")
+_VERSION = tfds.core.Version("2.0.0")
+# Longest record in characters (longer file parts are cut at line ends).
+PIECE_CHARS = 8192
 # Directory names never read: installed third-party packages and byte-code caches.
 _EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 # Below a test directory, directories named like `tokenizedata` or `data01` hold test inputs
@@ -82,35 +97,63 @@ def list_files(patterns: Sequence[str]) -> list[tuple[str, str]]:
 def corpus_fingerprint(
     patterns: Sequence[str], files: Sequence[tuple[str, str]], validation_fraction: float
 ) -> str:
-  """Returns a short, stable fingerprint of a corpus and its split.
+  """Returns a short, stable fingerprint of a corpus, its split and the code that builds it.
 
   Args:
     patterns: The glob patterns the files came from.
     files: `(absolute_path, relative_path)` pairs, as returned by `list_files`.
-    validation_fraction: The fraction of files assigned to validation.
+    validation_fraction: The fraction of every file held out for validation.
 
   Returns:
-    A 16-hex-digit digest of the Python version, patterns, fraction, relative paths and sizes.
+    A 16-hex-digit digest of the Python version, patterns, fraction, relative paths, file
+    contents and this module's source.
   """
   digest = hashlib.sha256()
-  digest.update(f"{sys.version_info[:3]}|{list(patterns)}|{validation_fraction!r}".encode())
+  with open(__file__, "rb") as f:
+    digest.update(f.read())
+  digest.update(f"|{sys.version_info[:3]}|{list(patterns)}|{validation_fraction!r}".encode())
   for path, rel_path in files:
-    digest.update(f"|{rel_path}:{os.path.getsize(path)}".encode())
+    with open(path, "rb") as f:
+      digest.update(f"|{rel_path}|".encode() + hashlib.sha256(f.read()).digest())
   return digest.hexdigest()[:16]
 
 
-def is_validation(rel_path: str, validation_fraction: float) -> bool:
-  """Assigns a file to validation by a stable hash of its relative path (not at random).
+def split_text(text: str, validation_fraction: float) -> tuple[str, str]:
+  """Splits one file into its train head and validation tail.
 
   Args:
-    rel_path: The file's path relative to its glob root.
-    validation_fraction: The expected fraction of files in validation, in [0, 1].
+    text: The file's contents.
+    validation_fraction: The fraction of characters held out, in [0, 1].
 
   Returns:
-    True if the file belongs to the validation split, False for train.
+    (head, tail): the tail is the last `validation_fraction` of `text`, starting at the first
+    line start at or after the cut (mid-line only if no line starts after it).
   """
-  digest = hashlib.sha256(rel_path.replace(os.sep, "/").encode()).digest()
-  return int.from_bytes(digest[:8], "big") / 2**64 < validation_fraction
+  cut = len(text) - round(len(text) * validation_fraction)
+  if 0 < cut < len(text):
+    newline = text.find("\n", cut - 1, len(text) - 1)  # ends the line before a line start >= cut
+    cut = cut if newline == -1 else newline + 1
+  return text[:cut], text[cut:]
+
+
+def pieces(text: str, max_chars: int = PIECE_CHARS) -> list[str]:
+  """Cuts text into consecutive pieces of at most `max_chars`, at line ends where possible.
+
+  Args:
+    text: The text.
+    max_chars: The longest piece; a line longer than that is cut mid-line.
+
+  Returns:
+    The pieces, which concatenate to `text` (none if it is empty).
+  """
+  result, start = [], 0
+  while start < len(text):
+    end = min(start + max_chars, len(text))
+    if end < len(text):
+      end = text.rfind("\n", start, end) + 1 or end
+    result.append(text[start:end])
+    start = end
+  return result
 
 
 @dataclasses.dataclass(eq=False)
@@ -119,7 +162,7 @@ class TextFilesConfig(tfds.core.BuilderConfig):
 
   Attributes:
     patterns: Glob patterns of the files.
-    validation_fraction: Fraction of files (by stable path hash) in the validation split.
+    validation_fraction: Fraction of every file (its end) in the validation split.
   """
 
   patterns: tuple[str, ...] = ()
@@ -133,7 +176,7 @@ def make_config(
 
   Args:
     patterns: Glob patterns; None means the running Python's stdlib sources.
-    validation_fraction: Fraction of files in the validation split.
+    validation_fraction: Fraction of every file (its end) in the validation split.
 
   Returns:
     The config, named e.g. `stdlib_py3_11_7_n1790_0123456789abcdef`.
@@ -157,10 +200,12 @@ def make_config(
 
 
 class TextFiles(tfds.core.GeneratorBasedBuilder):
-  """Local text files as documents: {"text": file contents, "path": relative path}.
+  """Local text files as records {"text": a piece of a file, "path": its relative path}.
 
-  Files that are not valid UTF-8 are decoded with errors="replace" (U+FFFD for each bad
-  byte), so that no file is dropped and every example is valid text.
+  Train holds the head of every file and validation its tail (`split_text`), both cut into
+  pieces of at most `PIECE_CHARS` characters (`pieces`). Files that are not valid UTF-8 are
+  decoded with errors="replace" (U+FFFD for each bad byte), so that no file is dropped and every
+  record is valid text.
   """
 
   VERSION = _VERSION
@@ -180,20 +225,24 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     splits = {"train": [], "validation": []}
     for path, rel_path in list_files(config.patterns):
-      split = "validation" if is_validation(rel_path, config.validation_fraction) else "train"
-      splits[split].append((path, rel_path))
-    for split, files in splits.items():
-      if not files:
-        raise ValueError(f"Split {split!r} of {config.patterns} would be empty; raise "
-                         "data.validation_fraction or add files")
-    return {split: self._generate_examples(files) for split, files in splits.items()}
-
-  def _generate_examples(self, files: Sequence[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
-    for path, rel_path in files:
       with open(path, encoding="utf-8", errors="replace") as f:
-        # Keyed by the relative path: TFDS orders examples by a hash of the key, so the corpus
-        # gives the same order wherever it sits on disk.
-        yield rel_path, {"text": f.read(), "path": rel_path}
+        head, tail = split_text(f.read(), config.validation_fraction)
+      splits["train"] += [(rel_path, piece) for piece in pieces(head)]
+      splits["validation"] += [(rel_path, piece) for piece in pieces(tail)]
+    for split, records in splits.items():
+      if not records:
+        raise ValueError(f"Split {split!r} of {config.patterns} would be empty; change "
+                         "data.validation_fraction or add files")
+    return {split: self._generate_examples(records) for split, records in splits.items()}
+
+  def _generate_examples(self, records: Sequence[tuple[str, str]]
+                         ) -> Iterator[tuple[str, dict]]:
+    index = collections.Counter()
+    for rel_path, text in records:
+      # Keyed by relative path and piece number: TFDS orders examples by a hash of the key, so
+      # the corpus gives the same (well mixed) order wherever it sits on disk.
+      yield f"{rel_path}#{index[rel_path]}", {"text": text, "path": rel_path}
+      index[rel_path] += 1
 
 
 def prepare_builder(
@@ -206,7 +255,7 @@ def prepare_builder(
   Args:
     data_dir: Where TFDS datasets live; None means `~/tensorflow_datasets`.
     patterns: Glob patterns; None means the running Python's stdlib sources.
-    validation_fraction: Fraction of files in the validation split.
+    validation_fraction: Fraction of every file (its end) in the validation split.
 
   Returns:
     The builder; read it with `builder.as_data_source(split)`.

@@ -21,6 +21,7 @@ from bigmodel_jax.data import (
   load_source,
   make_lm_dataset,
   make_tokenizer,
+  sample_eval_batches,
 )
 from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.models import TransformerConfig
@@ -111,14 +112,22 @@ class LanguageModelData:
   Attributes:
     tokenizer: the tokenizer (vocab_size, eos_id, encode, decode).
     train_iterator: () -> checkpointable iterator over this process's training batches.
-    eval_batches: () -> a fresh, finite, identical-every-time iterable of validation batches.
+    eval_batches: () -> the validation sample (`sample_eval_batches`), the same every time.
     bytes_per_token: UTF-8 bytes per token of the validation split (for bits per byte).
+    description: what a summary records of the data: each split's fingerprint and size.
   """
 
   tokenizer: object
   train_iterator: Callable[[], object]
-  eval_batches: Callable[[], object]
+  eval_batches: Callable[[], list]
   bytes_per_token: float
+  description: dict
+
+
+def describe_split(source) -> dict:
+  """The fingerprint, record count and UTF-8 bytes of one split."""
+  num_bytes = sum(len(text.encode("utf-8")) for text in iter_texts(source))
+  return {"fingerprint": source.fingerprint, "records": len(source), "bytes": num_bytes}
 
 
 def tokenizer_vocab_size(data: ml_collections.ConfigDict) -> int:
@@ -137,7 +146,7 @@ def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
 
   Args:
     config: the experiment config (reads `data`, `train.global_batch_size`,
-      `train.eval_batches` and `seed`).
+      `train.eval_batches`, `train.eval_seed` and `seed`).
 
   Returns:
     The run's LanguageModelData.
@@ -154,16 +163,19 @@ def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
       training_texts=iter_texts(sources["train"]),
       corpus_fingerprint=sources["train"].fingerprint)
   common = dict(tokenizer=tokenizer, seq_len=data.seq_len,
-                global_batch_size=config.train.global_batch_size, seed=config.seed,
+                global_batch_size=config.train.global_batch_size,
                 process_index=jax.process_index(), process_count=jax.process_count())
+  eval_batches = sample_eval_batches(source=sources["validation"],
+                                     num_batches=config.train.eval_batches,
+                                     seed=config.train.eval_seed, **common)
   return LanguageModelData(
       tokenizer=tokenizer,
       train_iterator=lambda: make_lm_dataset(source=sources["train"], split="train",
+                                             seed=config.seed,
                                              shuffle_window=data.shuffle_window, **common),
-      eval_batches=lambda: make_lm_dataset(source=sources["validation"], split="validation",
-                                           num_epochs=1, num_batches=config.train.eval_batches,
-                                           **common),
+      eval_batches=lambda: eval_batches,
       bytes_per_token=bytes_per_token(sources["validation"], tokenizer),
+      description={split: describe_split(source) for split, source in sources.items()},
   )
 
 

@@ -36,6 +36,7 @@ from bigmodel_jax.train.nonfinite import NonFiniteGuard
 from bigmodel_jax.train.preemption import Preempted, PreemptionWatcher
 from bigmodel_jax.train.state import abstract_train_state, init_train_state, tree_bytes
 from bigmodel_jax.train.step import make_eval_step, make_loss_fn, make_train_step
+from bigmodel_jax.train.text_samples import sample_texts
 
 
 def _global_batch(batch: dict[str, np.ndarray], batch_sharding: NamedSharding):
@@ -70,7 +71,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Args:
     config: the experiment config (see configs/pretrain.py for every key).
     workdir: the run directory; receives config.json, metrics.jsonl, tensorboard/, checkpoints/,
-      summary.json and loss.png.
+      summary.json (with `train.sample_tokens` > 0: a few texts sampled from the final model)
+      and loss.png.
 
   Returns:
     The summary dict that is also written to summary.json.
@@ -134,7 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics.MetricWriter(workdir, enabled=is_lead)
   first_step = int(state.step)
   bar = metrics.progress_bar(train_cfg.steps, first_step, enabled=is_lead)
-  eval_loss = None
+  eval_loss = eval_tokens = None
   train_time, timed_steps, window_start, window_steps = 0.0, 0, time.time(), 0
   try:
     with PreemptionWatcher() as preemption:
@@ -166,7 +168,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         bar.update(1)
         if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
           paused = time.time()
-          eval_loss, _ = evaluate(eval_step, state.params, data.eval_batches(), batch_sharding)
+          eval_loss, eval_tokens = evaluate(eval_step, state.params, data.eval_batches(),
+                                            batch_sharding)
           writer.write(done, {"eval_loss": eval_loss,
                               "eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token})
           if is_lead:
@@ -188,17 +191,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
 
   if eval_loss is None:  # resumed a finished run: evaluate once for the summary
-    eval_loss, _ = evaluate(eval_step, state.params, data.eval_batches(), batch_sharding)
+    eval_loss, eval_tokens = evaluate(eval_step, state.params, data.eval_batches(),
+                                      batch_sharding)
+  texts = []
+  if train_cfg.sample_tokens:
+    texts = sample_texts(graphdef, state.params, data.tokenizer, num_samples=3, seed=config.seed,
+                         max_new_tokens=min(train_cfg.sample_tokens, model_config.max_seq_len - 1))
   summary = {
       "steps": train_cfg.steps,
       "num_params": model_config.num_params(),
       "final_eval_loss_nats_per_token": eval_loss,
       "final_eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token,
       "eval_bytes_per_token": data.bytes_per_token,
+      "eval_tokens": eval_tokens,
+      "data": data.description,
       "tokens_per_s": tokens_per_step * timed_steps / train_time if timed_steps else None,
       "wall_time_s": time.time() - start_time,
       "devices": jax.device_count(),
       "device_kind": jax.devices()[0].device_kind,
+      "versions": outputs.package_versions(),
+      "samples": texts,
   }
   if is_lead:
     outputs.write_summary(summary, workdir)

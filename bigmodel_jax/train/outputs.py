@@ -4,8 +4,10 @@ Both are written atomically (a temporary file in the same directory, then `os.re
 run killed mid-write leaves the previous file or none, never half a JSON document.
 """
 
+import importlib.metadata
 import json
 import os
+import platform
 import tempfile
 
 import ml_collections
@@ -48,3 +50,23 @@ def write_summary(summary: dict, workdir: str) -> None:
     workdir: the run's output directory (exists).
   """
   write_json(os.path.join(workdir, "summary.json"), summary)
+
+
+# The packages whose versions can change a run's figures.
+_VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
+                       "tensorflow-datasets", "numpy", "bigmodel_jax")
+
+
+def package_versions() -> dict[str, str | None]:
+  """The Python version and the installed versions of the packages a run's figures depend on.
+
+  Returns:
+    {"python": "3.11.7", "jax": ..., ...}; None for a package that is not installed.
+  """
+  versions = {"python": platform.python_version()}
+  for name in _VERSIONED_PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  return versions
