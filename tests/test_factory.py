@@ -88,3 +88,39 @@ def test_user_registered_optimizer_is_selectable():
   assert optimizer.init(_params()) is not None
   with pytest.raises(ValueError, match="registered twice"):
     factory.register(name)(lambda opt, lr: optax.sgd(lr))
+
+
+_ADAM_FAMILY = ("adamw", "adam_mini", "adam_mini_per_tensor", "mofo", "adamw_l2sp")
+
+
+def _opt(name, b1, b2):
+  opt = default.get_config().opt
+  opt.update(name=name, b1=b1, b2=b2)
+  return opt
+
+
+@pytest.mark.parametrize("name", _ADAM_FAMILY)
+@pytest.mark.parametrize("b1, b2", [(0.9, 0.8), (0.95, 0.9), (0.99, 0.98), (0.9, 0.81), (0.0, 0.0)])
+def test_adam_family_warns_outside_the_convergence_region(name, b1, b2):
+  with pytest.warns(factory.AdamBetaWarning, match=r"opt\.b1=.* >= sqrt\(opt\.b2\)"):
+    factory.make_optimizer(_opt(name, b1, b2), 100)
+
+
+@pytest.mark.parametrize("name", _ADAM_FAMILY)
+@pytest.mark.parametrize("b1, b2", [(0.9, 0.999), (0.9, 0.95), (0.0, 0.5), (0.95, 0.95)])
+def test_adam_family_is_silent_inside_the_convergence_region(name, b1, b2, recwarn):
+  factory.make_optimizer(_opt(name, b1, b2), 100)
+  assert not [w for w in recwarn if issubclass(w.category, factory.AdamBetaWarning)]
+
+
+@pytest.mark.parametrize("b1, b2, key", [(1.0, 0.999, "opt.b1"), (0.9, 1.0, "opt.b2"),
+                                         (-0.1, 0.999, "opt.b1"), (0.9, -0.5, "opt.b2")])
+def test_adam_betas_outside_unit_interval_name_the_key(b1, b2, key):
+  with pytest.raises(ValueError, match=key):
+    factory.make_optimizer(_opt("adamw", b1, b2), 100)
+
+
+@pytest.mark.parametrize("name", ["sgd", "lion", "adafactor"])
+def test_beta_check_is_not_applied_to_other_optimizers(name, recwarn):
+  factory.make_optimizer(_opt(name, 0.99, 0.5), 100)
+  assert not [w for w in recwarn if issubclass(w.category, factory.AdamBetaWarning)]

@@ -10,8 +10,8 @@ trainers hold the parameters as pure dicts.
 """
 
 import functools
-import logging
 import math
+import warnings
 from collections.abc import Callable
 
 import ml_collections
@@ -109,12 +109,31 @@ def make_optimizer(
   return transform, schedule
 
 
+class AdamBetaWarning(UserWarning):
+  """Adam's decays lie outside the region where it provably converges (b1 < sqrt(b2))."""
+
+
 def _warn_outside_convergence_region(opt: ml_collections.ConfigDict) -> None:
-  # Zhang et al., NeurIPS 2022: Adam converges for b1 < sqrt(b2); warn outside that region.
+  """Checks an Adam-family optimizer's decays; warns when b1 >= sqrt(b2).
+
+  Zhang et al., "Adam Can Converge Without Any Modification On Update Rules" (NeurIPS 2022):
+  Adam converges (to a neighbourhood of critical points whose size scales with the gradient
+  noise) when 0 <= b1 < sqrt(b2) < 1 and b2 is large enough for the problem; outside, it can
+  diverge. The threshold on b2 depends on the problem (it grows as the batch shrinks), so only
+  the b1 < sqrt(b2) side is checked.
+
+  Raises:
+    ValueError: naming `opt.b1` / `opt.b2` when one is outside [0, 1).
+  """
+  for key in ("b1", "b2"):
+    if not 0.0 <= opt[key] < 1.0:
+      raise ValueError(f"opt.{key}={opt[key]} must be in [0, 1) for opt.name={opt.name!r}")
   if opt.b1 >= math.sqrt(opt.b2):
-    logging.warning(
-        "opt.b1=%s >= sqrt(opt.b2)=%.4f: outside the region where Adam provably converges "
-        "(Zhang et al. 2022)", opt.b1, math.sqrt(opt.b2))
+    warnings.warn(
+        f"opt.b1={opt.b1} >= sqrt(opt.b2)={math.sqrt(opt.b2):.4f}: outside the region "
+        "0 <= b1 < sqrt(b2) < 1 where Adam provably converges (Zhang et al., NeurIPS 2022); "
+        "raise opt.b2 (more for smaller batches) or lower opt.b1", AdamBetaWarning,
+        stacklevel=2)
 
 
 @register("adamw")
