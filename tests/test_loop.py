@@ -70,6 +70,11 @@ def test_pretrain_writes_every_output_and_learns(corpus, tmp_path):
       summary["final_eval_loss_nats_per_token"] / math.log(2) / summary["eval_bytes_per_token"])
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["steps"] == 8
+  assert len(summary["samples"]) == 3 and all(isinstance(t, str) for t in summary["samples"])
+  assert summary["eval_tokens"] == 2 * 8 * 32  # train.eval_batches full batches of seq_len
+  assert summary["data"]["validation"]["fingerprint"].endswith("/validation")
+  assert summary["data"]["train"]["records"] > 0 and summary["data"]["train"]["bytes"] > 0
+  assert summary["versions"]["jax"] == jax.__version__
 
 
 def test_golden_metrics(corpus, tmp_path):
