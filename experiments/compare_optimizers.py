@@ -25,7 +25,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from bigmodel_jax.optim.factory import make_optimizer
+from bigmodel_jax.optim.factory import make_optimizer, opt_with
 from bigmodel_jax.train import builders, memory, metrics, outputs, plots
 from experiments import cli
 
@@ -47,9 +47,7 @@ def _model(config):
 
 
 def _optimizer(config, name):
-  opt = config.opt.copy_and_resolve_references()
-  opt.name = name
-  return make_optimizer(opt, config.train.steps)
+  return make_optimizer(opt_with(config.opt, name=name), config.train.steps)
 
 
 def state_memory(config) -> dict:
