@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from absl import logging
 
-from bigmodel_jax.train import builders, checkpointing, loop, metrics
+from bigmodel_jax.train import builders, checkpointing, loop, metrics, nonfinite
 from bigmodel_jax.train.loop import train_and_evaluate
 from bigmodel_jax.train.preemption import Preempted
 from bigmodel_jax.train.state import init_train_state
@@ -264,3 +264,27 @@ def test_full_disk_ends_with_one_error_naming_the_last_good_checkpoint(corpus, t
   out = _cli(corpus, tmp_path, tmp_path / "run", "--config.train.checkpoint_every=4",
              file_size_kib=256)
   _assert_one_error_block(out, "writing a checkpoint to", "Last good checkpoint: none")
+
+
+def test_guard_judges_the_last_window_of_steps():
+  guard = nonfinite.NonFiniteGuard(3, window=2)
+
+  def step(n, loss, update=0.1, finite=True):
+    guard.push(n, finite, {"loss": loss, "update_norm": update, "param_norm": 10.0})
+    guard.flush()
+    return guard.unhealthy(n)
+
+  assert step(1, 5.0) is None and step(2, 2.0) is None
+  assert "above 2 x the lowest loss 2" in step(3, 5.5)  # above 2 x 2.0 and the first loss 5.0
+  assert "was unsound" in step(4, 3.0)  # step 3 is still in the window of 2
+  assert step(5, 3.0) is None
+  assert "blown up" in step(6, 3.0, update=10.0)  # as large as the weights it changed
+  assert step(7, 3.0) and step(8, 3.0) is None
+  assert "not finite" in step(9, float("nan"), finite=False)
+  assert guard.resume_counters() == {"skipped_steps": 1, "consecutive_nonfinite": 1,
+                                     "first_loss": 5.0, "min_loss": 2.0}
+  resumed = nonfinite.NonFiniteGuard(3, {**guard.resume_counters(), "consecutive_nonfinite": 0},
+                                     window=2)
+  resumed.push(10, True, {"loss": 5.5, "update_norm": 0.1, "param_norm": 10.0})
+  resumed.flush()
+  assert "diverging" in resumed.unhealthy(10)  # fresh, 5.5 would be its first loss: fine

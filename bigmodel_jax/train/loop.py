@@ -125,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Raises:
     ConfigError: naming the key, when a config value is outside its domain (nothing written).
-    Preempted: after a SIGTERM, once the checkpoint of the current step is written.
+    Preempted: after a SIGTERM, once the checkpoint of the current step is written (if healthy).
     NonFiniteError: after `train.max_consecutive_nonfinite` skipped steps in a row, naming the
       last healthy checkpoint.
     CheckpointError: when the workdir cannot take a checkpoint (at start) or a save fails.
