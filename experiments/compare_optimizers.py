@@ -25,8 +25,9 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from bigmodel_jax.optim.factory import make_optimizer
+from bigmodel_jax.optim.factory import make_optimizer, opt_with
 from bigmodel_jax.train import builders, memory, metrics, outputs, plots
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -46,9 +47,7 @@ def _model(config):
 
 
 def _optimizer(config, name):
-  opt = config.opt.copy_and_resolve_references()
-  opt.name = name
-  return make_optimizer(opt, config.train.steps)
+  return make_optimizer(opt_with(config.opt, name=name), config.train.steps)
 
 
 def state_memory(config) -> dict:
@@ -222,4 +221,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

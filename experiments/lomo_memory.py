@@ -16,8 +16,9 @@ import matplotlib
 from absl import app, flags
 from ml_collections import config_flags
 
-from bigmodel_jax.optim.factory import make_optimizer
+from bigmodel_jax.optim.factory import make_optimizer, opt_with
 from bigmodel_jax.train import builders, fused_step, memory, metrics, outputs, plots
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -35,8 +36,7 @@ def _model_config(name: str):
 
 
 def _optimizer(config, name: str, fused: bool):
-  opt = config.opt.copy_and_resolve_references()
-  opt.name, opt.lr = name, config.lomo[f"lr_{name}"]
+  opt = opt_with(config.opt, name=name, lr=config.lomo[f"lr_{name}"])
   if fused:
     opt.max_grad_norm = 0.0  # the fused step clips by its own two-pass method
   return make_optimizer(opt, config.train.steps)
@@ -99,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -6,9 +6,11 @@ r"""Plans memory: `python -m experiments.memory --config=configs/llama.py:llama2
 Prints one JSON object:
   {"num_params": int, "param_bytes": int,
    "optimizers": {NAME: {"state_bytes": int, "step_peak_bytes": int or null}},
+   "rl_optimizer": NAME,
    "rl_methods": {NAME: {"state_bytes": {part: int, "total": int}, "step_peak_bytes": int}}}
-(rl_methods only with --rl_methods=remax,ppo,...; the RL state holds policy, optimizer state,
-reference and, for PPO, the value model and its optimizer state).
+(rl_optimizer and rl_methods only with --rl_methods=remax,ppo,...; the RL state holds policy,
+optimizer state, reference and, for PPO, the value model and its optimizer state, all with the
+config's optimizer `opt.name`, named by rl_optimizer, whatever --optimizers lists).
 state_bytes is the optimizer state of the whole model (jax.eval_shape, nothing allocated);
 step_peak_bytes (with --compile) is XLA's memory analysis of the compiled train step, per device
 of the config's mesh, at the config's batch size and sequence length.
@@ -21,9 +23,10 @@ from ml_collections import config_flags
 
 from bigmodel_jax import rl
 from bigmodel_jax.models.sampling import SamplingOptions
-from bigmodel_jax.optim.factory import available_optimizers, make_optimizer
+from bigmodel_jax.optim.factory import available_optimizers, make_optimizer, opt_with
 from bigmodel_jax.rl import memory as rl_mem
 from bigmodel_jax.train import builders, memory
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -56,9 +59,7 @@ def main(argv):
                                          builders.tokenizer_vocab_size(config.data))
   result = {"optimizers": {}}
   for name in names:
-    with config.unlocked():
-      config.opt.name = name
-    optimizer, schedule = make_optimizer(config.opt, config.train.steps)
+    optimizer, schedule = make_optimizer(opt_with(config.opt, name=name), config.train.steps)
     num_params, param_bytes, opt_bytes = memory.state_bytes(model_config, optimizer, mesh, rules)
     result.update(num_params=num_params, param_bytes=param_bytes)
     peak = None
@@ -71,12 +72,14 @@ def main(argv):
   output = {"num_params": result["num_params"], "param_bytes": result["param_bytes"],
             "optimizers": result["optimizers"]}
   if _RL_METHODS.value:
+    output["rl_optimizer"] = config.opt.name
     output["rl_methods"] = rl_memory(config, model_config, _RL_METHODS.value, _COMPILE.value)
   print(json.dumps(output))
 
 
 def rl_memory(config, model_config, names: list[str], compile_step: bool) -> dict:
-  """State bytes (and compiled step memory) of each RL method (ReMax, PPO, ...)."""
+  """State bytes (and compiled step memory) of each RL method (ReMax, PPO, ...), with the
+  config's optimizer `opt.name`."""
   unknown = sorted(set(names) - set(rl.METHODS))
   if unknown:
     raise app.UsageError(f"--rl_methods: unknown {unknown}; choose from {sorted(rl.METHODS)}")
@@ -91,4 +94,4 @@ def rl_memory(config, model_config, names: list[str], compile_step: bool) -> dic
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -6,7 +6,9 @@ Example:
 
 Running the same command again resumes from the workdir's latest checkpoint. Exit status: 0 when
 the run is complete, 143 after a SIGTERM (the checkpoint of the current step is written; run the
-same command again), 1 on an error.
+same command again), 1 on an error: a config value outside its domain, a checkpoint that cannot be
+written or resumed, or a streak of non-finite steps, each reported as one `error: ...` block that
+names the key or the last good checkpoint (experiments/cli.py).
 """
 
 import os
@@ -18,6 +20,7 @@ from ml_collections import config_flags
 from bigmodel_jax.train import distributed
 from bigmodel_jax.train.loop import train_and_evaluate
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -54,4 +57,4 @@ def final_report(summary: dict, workdir: str) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -38,6 +38,7 @@ from absl import app, flags, logging
 
 from bigmodel_jax.train import checkpointing, metrics, outputs, plots
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -267,4 +268,4 @@ if __name__ == "__main__":
                                             lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (must not hold a soak).")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

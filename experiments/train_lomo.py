@@ -20,12 +20,13 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from bigmodel_jax.optim.factory import make_optimizer
+from bigmodel_jax.optim.factory import make_optimizer, opt_with
 from bigmodel_jax.train import builders, metrics, outputs, plots, sharding
 from bigmodel_jax.train.fused_step import make_fused_train_step
 from bigmodel_jax.train.loop import evaluate
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_eval_step, make_train_step
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -39,8 +40,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def _steps(config, name, model_config, mesh, rules):
   """(initial state, jitted train step, jitted eval step) for optimizer `name`."""
   fused = name in config.lomo.fused_optimizers
-  opt = config.opt.copy_and_resolve_references()
-  opt.name, opt.lr = name, config.lomo[f"lr_{name}"]
+  opt = opt_with(config.opt, name=name, lr=config.lomo[f"lr_{name}"])
   if fused:
     opt.max_grad_norm = 0.0  # clipped by the fused step's two passes instead
   optimizer, schedule = make_optimizer(opt, config.train.steps)
@@ -132,4 +132,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -105,11 +105,19 @@ def test_stop_and_resume_is_bit_identical(corpus, tmp_path):
 def test_incompatible_checkpoint_is_refused_naming_the_key(corpus, tmp_path):
   config = _config(corpus, tmp_path, steps=4)
   workdir = str(tmp_path / "run")
-  train_and_evaluate(config, workdir)
+  summary = train_and_evaluate(config, workdir)
+  files = {}
+  for name in ("summary.json", "config.json"):
+    with open(os.path.join(workdir, name)) as f:
+      files[name] = f.read()
+  assert train_and_evaluate(config, workdir) == summary  # a finished run: its summary is kept
   config.model.num_layers = 3
   config.train.steps = 8
   with pytest.raises(ValueError, match=r"model\.num_layers: checkpoint 2 != config 3"):
     train_and_evaluate(config, workdir)
+  for name, text in files.items():  # neither the rerun nor the refused resume rewrote them
+    with open(os.path.join(workdir, name)) as f:
+      assert f.read() == text, name
 
 
 def test_partially_written_checkpoint_is_never_the_latest(corpus, tmp_path):

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
+from bigmodel_jax import rl
+from bigmodel_jax.models.sampling import SamplingOptions
 from bigmodel_jax.optim.factory import make_optimizer
+from bigmodel_jax.rl import memory as rl_mem
 from bigmodel_jax.train import builders, memory, sharding
 from configs import gpt2
 
@@ -59,3 +62,17 @@ def test_state_bytes_relative_to_params(name, ratio):
   _, param_bytes, state_bytes = memory.state_bytes(model_config, optimizer, mesh, rules)
   assert state_bytes == pytest.approx(ratio * param_bytes, abs=8)
   assert sharding.data_parallel_size(mesh) == 8
+
+
+def test_rl_state_is_sized_with_the_configs_optimizer_and_says_which():
+  result = _run_memory_tool("--config=configs/gpt2.py:tiny", "--optimizers=adamw,sgd",
+                            "--rl_methods=remax")
+  config = gpt2.get_config("tiny")
+  optimizer, _ = make_optimizer(config.opt, config.train.steps)  # adamw, not the last listed
+  model_config = builders.model_config(config.model, 257)
+  expected = rl_mem.method_memory("remax", model_config, optimizer, rl.RLOptions(
+      SamplingOptions(max_new_tokens=config.data.seq_len - config.data.seq_len // 2),
+      samples_per_prompt=2), batch_size=config.train.global_batch_size,
+      prompt_len=config.data.seq_len // 2, compile_step=False)
+  assert result["rl_optimizer"] == "adamw"
+  assert result["rl_methods"]["remax"]["state_bytes"] == expected["state_bytes"]

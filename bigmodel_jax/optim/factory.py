@@ -84,6 +84,21 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   )
 
 
+def opt_with(opt: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+  """A copy of the `opt` section with some values replaced; the section itself is left as it is.
+
+  Args:
+    opt: the `opt` section of an experiment config (possibly locked).
+    **overrides: the keys to replace, e.g. name="sgd".
+
+  Returns:
+    The modified copy.
+  """
+  copy = opt.copy_and_resolve_references()
+  copy.update(overrides)
+  return copy
+
+
 def make_optimizer(
     opt: ml_collections.ConfigDict, total_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:

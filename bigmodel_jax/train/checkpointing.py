@@ -28,6 +28,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from bigmodel_jax.train.errors import CheckpointError, IncompatibleCheckpointError
+
 ITEMS = ("state", "data", "meta", "checksums", "counters")
 CORRUPT_DIR = "corrupt"  # unreadable checkpoints are moved to <checkpoints>/../<CORRUPT_DIR>/
 
@@ -52,7 +54,11 @@ def make_manager(directory: str, *, max_to_keep: int, async_save: bool = True
 
 
 def run_identity(model_config, optimizer_name: str) -> dict[str, Any]:
-  """What must match for a checkpoint to be resumable: the model config and the optimizer."""
+  """What must match for a checkpoint to be resumable: the model config and the optimizer name.
+
+  The other `opt.*` settings (learning rate, schedule, betas, ...) may change between runs: a
+  rerun with a lower `opt.lr` resumes the same optimizer state.
+  """
   return {"model": dataclasses.asdict(model_config), "opt.name": optimizer_name}
 
 
@@ -72,8 +78,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state, identity,
     Whether a save was started.
 
   Raises:
-    OSError: naming the directory and the last good checkpoint, when writing fails (here or in
-      the background write of the previous save).
+    CheckpointError: naming the directory and the last good checkpoint, when writing fails (here
+      or in the background write of the previous save).
   """
   try:
     return manager.save(step, args=ocp.args.Composite(
@@ -94,10 +100,36 @@ def wait_until_finished(manager: ocp.CheckpointManager) -> None:
     raise _write_error(manager, e) from e
 
 
-def _write_error(manager: ocp.CheckpointManager, error: Exception) -> OSError:
-  good = finished_steps(str(manager.directory))
-  last = f"step {good[-1]}, intact" if good else "none"
-  return OSError(
+def close(manager: ocp.CheckpointManager, *, quiet: bool = False) -> None:
+  """Waits for the background write, then closes the manager (its threads end) even if it failed.
+
+  Args:
+    manager: the CheckpointManager.
+    quiet: log a failed write as a warning instead of raising (while another error is on its way).
+
+  Raises:
+    CheckpointError: like `save`, when the background write failed and `quiet` is False.
+  """
+  try:
+    wait_until_finished(manager)
+  except CheckpointError as e:
+    if not quiet:
+      raise
+    logging.warning("%s", e)
+  finally:
+    manager.close()
+
+
+def last_good(directory: str) -> int | None:
+  """The newest completely written step of `directory`, or None."""
+  steps = finished_steps(directory)
+  return steps[-1] if steps else None
+
+
+def _write_error(manager: ocp.CheckpointManager, error: Exception) -> CheckpointError:
+  good = last_good(str(manager.directory))
+  last = "none" if good is None else f"step {good}, intact"
+  return CheckpointError(
       f"writing a checkpoint to {manager.directory} failed ({type(error).__name__}: {error}). "
       f"Last good checkpoint: {last}. Free disk space or fix permissions, then run the same "
       "command again to resume from it.")
@@ -117,7 +149,7 @@ def check_writable(directory: str) -> None:
     directory: a directory (created if missing).
 
   Raises:
-    OSError: when the directory cannot be created or written.
+    CheckpointError: when the directory cannot be created or written.
   """
   probe = os.path.join(directory, f".write_probe_{jax.process_index()}")
   try:
@@ -128,16 +160,16 @@ def check_writable(directory: str) -> None:
       os.fsync(f.fileno())
     os.remove(probe)
   except OSError as e:
-    raise OSError(f"{directory} is not writable ({e}); choose another --workdir or fix its "
+    raise CheckpointError(f"{directory} is not writable ({e}); choose another --workdir or fix its "
                   "permissions") from e
 
 
 def check_free_space(directory: str, needed_bytes: int) -> None:
-  """Raises an OSError naming `directory` if its disk has less than `needed_bytes` free."""
+  """Raises a CheckpointError naming `directory` if its disk has less than `needed_bytes` free."""
   free = shutil.disk_usage(directory).free
   if free < needed_bytes:
-    raise OSError(f"{directory} has {free:,} bytes free, but a checkpoint needs {needed_bytes:,};"
-                  " free disk space or choose another --workdir")
+    raise CheckpointError(f"{directory} has {free:,} bytes free, but a checkpoint needs "
+                          f"{needed_bytes:,}; free disk space or choose another --workdir")
 
 
 @jax.jit
@@ -176,12 +208,8 @@ def fingerprint(tree) -> dict[str, list[int]]:
           for path, value in flat}
 
 
-class IncompatibleCheckpointError(ValueError):
-  """The checkpoint was written by a run of another model or optimizer."""
-
-
 def check_identity(saved: dict[str, Any], current: dict[str, Any], directory: str) -> None:
-  """Raises a ValueError naming every key in which the saved run differs from this one."""
+  """Raises an IncompatibleCheckpointError naming every key in which the saved run differs."""
   saved_flat, current_flat = _flatten(saved), _flatten(current)
   differing = sorted(k for k in saved_flat.keys() | current_flat.keys()
                      if saved_flat.get(k) != current_flat.get(k))
@@ -209,8 +237,8 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, identity):
     (TrainState, data_state, counters) or None when the directory holds no finished checkpoint.
 
   Raises:
-    ValueError: when the checkpoint comes from an incompatible config.
-    OSError: when checkpoints exist but none of them can be read.
+    IncompatibleCheckpointError: when the checkpoint comes from an incompatible config.
+    CheckpointError: when checkpoints exist but none of them can be read.
   """
   failures = []
   for step in sorted(manager.all_steps(), reverse=True):
@@ -231,7 +259,8 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, identity):
                       step, manager.directory)
     return restored
   if failures:
-    raise OSError(f"no checkpoint in {manager.directory} is readable: {'; '.join(failures)}")
+    raise CheckpointError(
+        f"no checkpoint in {manager.directory} is readable: {'; '.join(failures)}")
   return None
 
 

@@ -9,21 +9,35 @@ a damaged latest checkpoint (falls back to the previous one), non-finite steps (
 counted; a streak of `train.max_consecutive_nonfinite` stops the run), and an unwritable or full
 workdir (an error at start or at the failing save, naming the path and the last good checkpoint).
 The same code runs as one process or as several (train/distributed.py).
+
+Only healthy states are checkpointed: each of the last `train.log_every` steps was not skipped,
+its loss was no higher than max(2 x the run's lowest loss, the run's first loss) and its update
+was smaller than the parameters it changed (train/nonfinite.py). A checkpoint step whose state is
+not healthy is logged and passed over, so a run that blows up (e.g. `opt.lr` far too high) stops
+naming its last healthy checkpoint, and the same command with changed `opt.*` settings (only
+`opt.name` must match) resumes from there with a fresh streak count.
+
+Before any work, and before anything is written to the workdir, every config value is checked
+against its domain (train/config_checks.py); config.json is written once a resume is known to be
+compatible, and rerunning a finished run keeps its summary.json.
 """
 
 import math
 import os
+import sys
 import time
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import (
   builders,
   checkpointing,
+  config_checks,
   distributed,
   flops,
   metrics,
@@ -31,6 +45,7 @@ from bigmodel_jax.train import (
   plots,
   sharding,
 )
+from bigmodel_jax.train.errors import NonFiniteError
 from bigmodel_jax.train.hessian_logging import make_block_eigenvalue_logger
 from bigmodel_jax.train.nonfinite import NonFiniteGuard
 from bigmodel_jax.train.preemption import Preempted, PreemptionWatcher
@@ -65,6 +80,39 @@ def evaluate(eval_step, params, batches, batch_sharding) -> tuple[float, int]:
   return loss_sum / weight_sum, int(weight_sum)
 
 
+def _save_if_healthy(manager, step: int, state, train_iter, identity, guard: NonFiniteGuard
+                     ) -> bool:
+  """Checkpoints `state` of `step` if the guard finds it healthy, else logs why not.
+
+  Returns:
+    Whether a save was started.
+  """
+  reason = guard.unhealthy(step)
+  if reason:
+    logging.warning("step %d is not checkpointed: %s. The latest checkpoint in %s stays the last "
+                    "healthy one.", step, reason, manager.directory)
+    return False
+  checkpointing.save(manager, step, state, train_iter.get_state(), identity,
+                     guard.resume_counters())
+  return True
+
+
+def _nonfinite_stop(error: NonFiniteError, manager) -> NonFiniteError:
+  """The guard's error completed with the last healthy checkpoint and the way out."""
+  checkpointing.wait_until_finished(manager)
+  good = checkpointing.last_good(str(manager.directory))
+  if good is None:
+    where = (f"No healthy checkpoint was written to {manager.directory}, so the run starts "
+             "again from step 0")
+  else:
+    where = (f"Last healthy checkpoint: step {good} in {manager.directory} (unhealthy states are "
+             f"never checkpointed); the run resumes from step {good} with a fresh streak count")
+  return NonFiniteError(
+      f"{error} {where} when you run the same command again with changed settings: lower "
+      "opt.lr, raise opt.warmup_steps or check the data (opt.* settings other than opt.name may "
+      "change between runs).")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates and checkpoints the model of `config`; resumes from `workdir` if possible.
 
@@ -78,16 +126,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The summary dict that is also written to summary.json.
 
   Raises:
-    Preempted: after a SIGTERM, once the checkpoint of the current step is written.
-    FloatingPointError: after `train.max_consecutive_nonfinite` skipped steps in a row.
-    OSError: when the workdir cannot take a checkpoint (at start) or a save fails.
+    ConfigError: naming the key, when a config value is outside its domain (nothing written).
+    Preempted: after a SIGTERM, once the checkpoint of the current step is written (if healthy).
+    NonFiniteError: after `train.max_consecutive_nonfinite` skipped steps in a row, naming the
+      last healthy checkpoint.
+    CheckpointError: when the workdir cannot take a checkpoint (at start) or a save fails.
+    IncompatibleCheckpointError: when the workdir holds another model's or optimizer's run.
   """
+  config_checks.check_config(config)
   start_time = time.time()
   is_lead = jax.process_index() == 0
   checkpoint_dir = os.path.join(workdir, "checkpoints")
   checkpointing.check_writable(checkpoint_dir)
-  if is_lead:
-    outputs.write_config(config, workdir)
 
   mesh, rules = builders.mesh_and_rules(config)
   train_cfg = config.train
@@ -101,14 +151,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointing.check_free_space(checkpoint_dir, tree_bytes(abstract_state))
   manager = checkpointing.make_manager(checkpoint_dir, max_to_keep=train_cfg.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, abstract_state, identity)
+  finished = restored is not None and int(restored[0].step) >= train_cfg.steps
+  if finished and (summary := outputs.read_summary(workdir)) is not None:
+    checkpointing.close(manager)
+    if is_lead:
+      print(f"{workdir} holds a finished run of {train_cfg.steps} steps; its summary.json is kept",
+            flush=True)
+    return summary
+  if is_lead:  # only now: a refused resume leaves the workdir's config.json as it was
+    outputs.write_config(config, workdir)
   train_iter = data.train_iterator()
   if restored is None:
     graphdef, state, _ = init_train_state(model_config, optimizer, mesh, rules, config.seed)
-    guard = NonFiniteGuard(train_cfg.max_consecutive_nonfinite)
+    guard = NonFiniteGuard(train_cfg.max_consecutive_nonfinite, window=train_cfg.log_every)
   else:
     state, data_state, counters = restored
     train_iter.set_state(data_state)
-    guard = NonFiniteGuard(train_cfg.max_consecutive_nonfinite, counters)
+    guard = NonFiniteGuard(train_cfg.max_consecutive_nonfinite, counters,
+                           window=train_cfg.log_every)
     if is_lead:
       print(f"resumed from step {int(state.step)} of {manager.directory}", flush=True)
   state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
@@ -147,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           writer.write(step, log_hessian(state.params, batch, step))
           window_start += time.time() - paused  # not training time
         state, step_metrics = train_step(state, batch)
-        guard.push(step + 1, step_metrics.pop("finite"))
+        guard.push(step + 1, step_metrics.pop("finite"), step_metrics)
         window_steps += 1
         done = step + 1
         if done % train_cfg.log_every == 0 or done == train_cfg.steps:
@@ -176,19 +236,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             bar.write(f"step {done}: validation loss {eval_loss:.4f} nats/token")
           window_start += time.time() - paused  # not training time
         preempted = done < train_cfg.steps and preemption.reached(done)
+        saved = False
         if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or preempted:
           guard.flush()
-          checkpointing.save(manager, done, state, train_iter.get_state(), identity,
-                             guard.counters())
+          saved = _save_if_healthy(manager, done, state, train_iter, identity, guard)
         if preempted:
           checkpointing.wait_until_finished(manager)
-          raise Preempted(done, str(manager.directory))
+          raise Preempted(done, str(manager.directory), saved=saved)
       guard.flush()
+  except NonFiniteError as e:
+    raise _nonfinite_stop(e, manager) from None
   finally:
     bar.close()
-    checkpointing.wait_until_finished(manager)
-    manager.close()
     writer.close()
+    checkpointing.close(manager, quiet=sys.exc_info()[0] is not None)
 
   if eval_loss is None:  # resumed a finished run: evaluate once for the summary
     eval_loss, eval_tokens = evaluate(eval_step, state.params, data.eval_batches(),

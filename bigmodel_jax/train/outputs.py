@@ -42,6 +42,15 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
 
+def read_summary(workdir: str) -> dict | None:
+  """The run's workdir/summary.json, or None when there is none (or it is not readable JSON)."""
+  try:
+    with open(os.path.join(workdir, "summary.json")) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def write_summary(summary: dict, workdir: str) -> None:
   """Writes the run's figures to workdir/summary.json.
 

@@ -22,11 +22,20 @@ PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
 class Preempted(Exception):
-  """The run saved a checkpoint at `step` after a SIGTERM and stopped."""
+  """The run stopped at `step` after a SIGTERM, once that step's checkpoint was saved.
 
-  def __init__(self, step: int, directory: str):
-    super().__init__(f"preempted (SIGTERM): saved the checkpoint of step {step} in {directory}; "
-                     "run the same command again to resume")
+  Args:
+    step: the step the run stopped at.
+    directory: the checkpoints directory.
+    saved: False when the state of `step` was not healthy and so not checkpointed (the run then
+      resumes from the last healthy checkpoint).
+  """
+
+  def __init__(self, step: int, directory: str, saved: bool = True):
+    what = (f"saved the checkpoint of step {step} in {directory}" if saved else
+            f"the state of step {step} was not healthy and is not checkpointed")
+    super().__init__(f"preempted (SIGTERM): {what}; run the same command again to resume"
+                     + ("" if saved else f" from the last healthy checkpoint in {directory}"))
     self.step = step
 
 

@@ -1,0 +1,157 @@
+"""What every experiment's command line shares: one clean error block instead of tracebacks.
+
+`cli.run(main)` replaces `absl.app.run(main)`:
+
+  - a `--config.X.Y=...` override that names no key of the experiment's config stops with one
+    line naming it, the config's sections and the keys it may have meant (ml_collections raises a
+    bare `KeyError: "'opt'"` from its flag parser);
+  - the experiment's `--config` is checked against the value domains of
+    bigmodel_jax/train/config_checks.py before `main` runs;
+  - a RunError of the library (bigmodel_jax/train/errors.py: a config value outside its domain,
+    a checkpoint that cannot be written or resumed, a run stopped by non-finite steps) is printed
+    as one `error: ...` block on stderr and the process exits with status 1. Orbax's own logged
+    tracebacks of a failed background save, and the "Event loop is closed" noise of its late
+    callbacks, are left out: the RunError names the cause and the last good checkpoint. Any other
+    exception is a bug and keeps its traceback.
+"""
+
+import difflib
+import logging as std_logging
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+import ml_collections
+from absl import app, flags
+from ml_collections.config_flags.config_flags import ConfigFileFlagParser
+
+from bigmodel_jax.train import config_checks
+from bigmodel_jax.train.errors import RunError
+
+CONFIG_FLAG = "--config"
+
+
+def run(main: Callable[[list[str]], None], data_feeds_model: bool = True) -> None:
+  """`app.run(main)` with the error reporting of this module and the config checked first.
+
+  Before `main` runs, the `--config` of the experiment (if it has one) goes through
+  `config_checks.check_config`, so a value outside its domain stops the run before any work.
+
+  Args:
+    main: the experiment's main(argv).
+    data_feeds_model: False for experiments whose model does not run at `data.seq_len` or is not
+      built from the `model` section (see `config_checks.relation_errors`).
+  """
+  app.run(_reporting(main, data_feeds_model), flags_parser=_parse_flags)
+
+
+def fail(message: str) -> NoReturn:
+  """Prints `error: message` to stderr and exits with status 1."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool
+               ) -> Callable[[list[str]], None]:
+  def reporting_main(argv: list[str]) -> None:
+    std_logging.getLogger("absl").addFilter(_OrbaxErrorFilter())
+    sys.unraisablehook = _without_closed_loop_callbacks(sys.unraisablehook)
+    try:
+      if "config" in flags.FLAGS and isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
+        config_checks.check_config(flags.FLAGS.config, data_feeds_model)
+      main(argv)
+    except RunError as e:
+      fail(str(e))
+
+  return reporting_main
+
+
+class _OrbaxErrorFilter(std_logging.Filter):
+  """Drops the ERROR records (with tracebacks) that orbax logs from its background threads."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not (record.levelno >= std_logging.ERROR
+                and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _without_closed_loop_callbacks(hook: Callable) -> Callable:
+  """`hook` minus the "Event loop is closed" errors of orbax's callbacks after a failed write.
+
+  When a background save fails, tensorstore still completes futures whose callbacks try to wake
+  orbax's event loop, already closed; Python reports each as "Exception ignored" with a traceback.
+  They are harmless (the failure itself reaches the user as a CheckpointError).
+  """
+
+  def filtered(unraisable) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      hook(unraisable)
+
+  return filtered
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (KeyError, AttributeError):  # ml_collections: an override of a missing key
+    message = unknown_override_message(argv)
+    if message is None:
+      raise
+    fail(message)
+
+
+def unknown_override_message(argv: list[str]) -> str | None:
+  """Names the first `--config.KEY=...` of `argv` that the config does not have, or None.
+
+  Args:
+    argv: the command line (argv[0] is the program).
+
+  Returns:
+    E.g. "--config.opt.lr: configs/gem.py:small has no key opt.lr (it has no `opt` section; its
+    sections: gem, loss, model, task, train); did you mean --config.train.lr?".
+  """
+  spec = _config_spec(argv)
+  if spec is None:
+    return None
+  config = ConfigFileFlagParser(name="config").parse(spec)
+  for arg in argv:
+    if arg.startswith(CONFIG_FLAG + "."):
+      key = arg[len(CONFIG_FLAG) + 1:].split("=", 1)[0]
+      if key not in _keys(config):
+        return _describe_missing(spec, config, key)
+  return None
+
+
+def _config_spec(argv: list[str]) -> str | None:
+  """The value of --config (`--config=PATH[:ARG]` or `--config PATH[:ARG]`), or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(CONFIG_FLAG + "="):
+      return arg.split("=", 1)[1]
+    if arg == CONFIG_FLAG and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _keys(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, bool]:
+  """Every dotted key of `config` -> whether it is a section."""
+  keys = {}
+  for name, value in config.items():
+    keys[prefix + name] = isinstance(value, ml_collections.ConfigDict)
+    if keys[prefix + name]:
+      keys.update(_keys(value, f"{prefix}{name}."))
+  return keys
+
+
+def _describe_missing(spec: str, config: ml_collections.ConfigDict, key: str) -> str:
+  keys = _keys(config)
+  section = key.split(".")[0]
+  sections = sorted(k for k, v in config.items() if isinstance(v, ml_collections.ConfigDict))
+  where = (f"it has no `{section}` section; its sections: {', '.join(sections)}"
+           if section not in keys else f"its `{section}` section has no such key")
+  leaf = key.split(".")[-1]
+  values = sorted(k for k, is_section in keys.items() if not is_section)
+  similar = [k for k in values if k.split(".")[-1] == leaf] or difflib.get_close_matches(
+      key, values, n=2)
+  hint = f"; did you mean {' or '.join('--config.' + k for k in similar)}?" if similar else ""
+  return f"--config.{key}: {spec} has no key {key} ({where}){hint}"
