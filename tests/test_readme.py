@@ -2,6 +2,8 @@
 suite's 8 virtual CPU devices), and every shell command names an existing module, make target,
 flags, config file, variant and config keys."""
 
+import configparser
+import glob
 import json
 import os
 import re
@@ -162,3 +164,17 @@ def test_continuation_and_command_extraction():
   assert [(c["module"], c["argv"]) for c in commands] == [
       ("experiments.a", ["--p=0", "--q=2"]), ("experiments.b", ["--r=1"])]
   assert targets == [(8, "test")]
+
+
+def test_notebooks_install_from_the_package_url():
+  """The Colab install cell takes the repository URL setup.cfg's metadata records (none yet)."""
+  metadata = configparser.ConfigParser()
+  metadata.read(os.path.join(ROOT, "setup.cfg"))
+  url = metadata["metadata"].get("url", "")
+  for path in glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")):
+    with open(path) as f:
+      text = f.read()
+    assert "OWNER" not in text, path
+    code = "".join("".join(c["source"]) for c in json.loads(text)["cells"]
+                   if c["cell_type"] == "code")
+    assert f"\nREPO_URL = {json.dumps(url)}\n" in code, path
