@@ -31,6 +31,7 @@ from bigmodel_jax.optim import native_select
 from bigmodel_jax.optim.factory import decay_mask
 from bigmodel_jax.optim.mofo import default_partition, mofo, momentum_mask
 from bigmodel_jax.train import builders, state
+from experiments import cli
 
 HYPER = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
 
@@ -146,4 +147,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("repeats", 7, "Interleaved timed repetitions.")
   flags.DEFINE_bool("donate_state", True, "Donate the optimizer state (as a train step does).")
   flags.DEFINE_string("out", None, "Where to write the JSON result.")
-  app.run(main)
+  cli.run(main)

@@ -19,12 +19,13 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
 from bigmodel_jax.data.arithmetic import make_greedy_decoder
 from bigmodel_jax.models import TransformerConfig, create_model
 from bigmodel_jax.models.sampling import SamplingOptions, generate
+from experiments import cli
 
 
 def _timed(fn, *args) -> float:
@@ -85,4 +86,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("width", 128, "Embedding width (head_dim 32).")
   flags.DEFINE_integer("repeats", 5, "Interleaved timed repetitions.")
   flags.DEFINE_string("out", None, "Where to write the JSON result.")
-  app.run(main)
+  cli.run(main)

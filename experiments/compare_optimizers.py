@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import builders, memory, metrics, outputs, plots
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -222,4 +223,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -29,6 +29,7 @@ from bigmodel_jax import losses
 from bigmodel_jax.data.multi_answer import MultiAnswerTask
 from bigmodel_jax.models import TransformerConfig, create_model
 from bigmodel_jax.train import metrics, outputs, plots
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -213,4 +214,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -23,7 +23,7 @@ import matplotlib
 import numpy as np
 import optax
 import tqdm
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
@@ -35,6 +35,7 @@ from bigmodel_jax.models.classifier_mlp import ClassifierMLP
 from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.train import outputs, plots
 from bigmodel_jax.train.metrics import MetricWriter
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -440,4 +441,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -40,6 +40,7 @@ from safetensors import safe_open
 from bigmodel_jax import hf
 from bigmodel_jax.train import builders, outputs, plots
 from configs import default
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "A Hugging Face directory; default: a random "
@@ -161,4 +162,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  cli.run(main)

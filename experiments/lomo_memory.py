@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import builders, fused_step, memory, metrics, outputs, plots
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -99,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 import scipy.stats
 import tqdm
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
@@ -44,6 +44,7 @@ from bigmodel_jax.train import builders, outputs, plots
 from bigmodel_jax.train.metrics import MetricWriter
 from bigmodel_jax.train.state import TrainState
 from bigmodel_jax.train.step import make_eval_step, make_train_step
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -521,4 +522,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

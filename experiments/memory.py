@@ -24,6 +24,7 @@ from bigmodel_jax.models.sampling import SamplingOptions
 from bigmodel_jax.optim.factory import available_optimizers, make_optimizer
 from bigmodel_jax.rl import memory as rl_mem
 from bigmodel_jax.train import builders, memory
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -91,4 +92,4 @@ def rl_memory(config, model_config, names: list[str], compile_step: bool) -> dic
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

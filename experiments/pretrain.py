@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from bigmodel_jax.train import distributed
 from bigmodel_jax.train.loop import train_and_evaluate
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -27,8 +28,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the bar readable
-    logging.set_verbosity(logging.WARNING)
   distributed.initialize(_CONFIG.value.distributed)  # before anything touches the devices
   try:
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -41,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

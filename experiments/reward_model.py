@@ -15,7 +15,7 @@ import matplotlib
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
@@ -25,6 +25,7 @@ from bigmodel_jax.rl.reward_model import PreferencePairs, bradley_terry_loss, pr
 from bigmodel_jax.rl.value_model import ValueModel
 from bigmodel_jax.train import builders, outputs, plots
 from bigmodel_jax.train.metrics import MetricWriter, progress_bar
+from experiments import cli
 
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
@@ -103,4 +104,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

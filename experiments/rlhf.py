@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
@@ -38,7 +38,7 @@ from bigmodel_jax.rl.memory import compile_step, compiled_memory
 from bigmodel_jax.rl.rewards import arithmetic_reward, arithmetic_targets
 from bigmodel_jax.train import builders, outputs
 from bigmodel_jax.train.metrics import MetricWriter, progress_bar
-from experiments import rlhf_plots
+from experiments import cli, rlhf_plots
 
 PHASES = ("generation", "reward", "reference", "update")
 GROUP_METHODS = ("rloo", "grpo")
@@ -215,7 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                               config.sft.lr)
   sft = {"greedy_reward": float(greedy(sft_params)), "initial_greedy_reward": initial_reward,
          "final_loss": sft_loss, "steps": config.sft.steps}
-  logging.info("SFT: %s", sft)
+  print(f"SFT: {sft}", flush=True)
   context = dict(config=config, model_config=model_config, graphdef=graphdef,
                  sft_params=sft_params, digits=digits, greedy=greedy,
                  batches=prompt_batches(train, c.steps, c.prompts_per_step, config.seed + 2),
@@ -249,4 +249,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -34,10 +34,11 @@ import jax
 import matplotlib
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from bigmodel_jax.train import checkpointing, metrics, outputs, plots
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -255,8 +256,6 @@ def _plot(events: list[dict], path: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore at INFO
-    logging.set_verbosity(logging.WARNING)
   print(json.dumps(run(_CONFIG.value, _WORKDIR.value), indent=2))
 
 
@@ -267,4 +266,4 @@ if __name__ == "__main__":
                                             lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (must not hold a soak).")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -26,6 +26,7 @@ from bigmodel_jax.train.fused_step import make_fused_train_step
 from bigmodel_jax.train.loop import evaluate
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_eval_step, make_train_step
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -132,4 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
