@@ -1,9 +1,14 @@
-"""Named TFDS datasets that are not prepared for random access: the error says how to prepare
-them (the `tfds build` command, its file format and data_dir)."""
+"""Data sources and tokenizers that tell: named TFDS datasets not prepared for random access
+name the `tfds build` command (file format, data_dir) that prepares them; SentencePiece
+training says that it runs and for how long."""
+
+import re
+import time
 
 import pytest
 
 from bigmodel_jax import data
+from bigmodel_jax.data import tokenizers
 
 
 @pytest.mark.parametrize(("name", "tfds_name"), [("tiny_shakespeare", "tiny_shakespeare"),
@@ -24,3 +29,23 @@ def test_the_default_data_dir_is_named_in_the_command(monkeypatch, tmp_path):
   with pytest.raises(ValueError, match=r"--file_format=array_record --data_dir=\S+\nthen run "
                      r"again$"):
     data.load_source("tiny_shakespeare", data_dir=None, split="train")
+
+
+def test_sentencepiece_training_says_what_it_does(monkeypatch, capsys, tmp_path):
+  texts = [f"def f{i}(x):\n  return x * {i} + {i}\n" for i in range(300)]
+  data.make_tokenizer("sentencepiece", vocab_size=300, cache_dir=str(tmp_path),
+                      training_texts=texts, corpus_fingerprint="tiny")
+  lines = capsys.readouterr().err.splitlines()
+  assert lines[0].startswith(f"SentencePiece: no cached model at {tmp_path}/spm_v300_")
+  assert lines[1].startswith("SentencePiece: training a 300-piece model (minutes on a CPU")
+  assert re.fullmatch(r"SentencePiece: training a 300-piece model: done in \d+ s", lines[-1])
+  data.make_tokenizer("sentencepiece", vocab_size=300, cache_dir=str(tmp_path),
+                      training_texts=texts, corpus_fingerprint="tiny")
+  assert not capsys.readouterr().err  # cached: nothing to say
+
+
+def test_long_training_says_it_is_still_running(capsys):
+  with tokenizers._progress("work", every_s=0.02):
+    time.sleep(0.15)
+  err = capsys.readouterr().err
+  assert "SentencePiece: work: still running, 0 s elapsed" in err and "work: done in 0 s" in err
