@@ -194,8 +194,8 @@ def _plot_memory(summary: dict, workdir: str) -> None:
 
 
 def run(config, workdir: str) -> dict:
-  """Runs the parts named in config.compare.parts; writes summary.json and PNGs."""
-  os.makedirs(workdir, exist_ok=True)
+  """Runs the parts named in config.compare.parts; writes config.json, summary.json and PNGs."""
+  outputs.write_config(config, workdir)
   parts = {"state_memory": lambda: state_memory(config),
            "step_memory": lambda: step_memory(config),
            "update_time": lambda: update_time(config),

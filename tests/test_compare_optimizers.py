@@ -18,5 +18,7 @@ def test_small_comparison_runs_every_part(tmp_path):
   assert summary["step_memory"]["gpt2:tiny"]["saved_bytes"] > 0
   assert summary["update_time"]["median_ratio_adam_mini_over_adamw"] > 0
   assert summary["pretrain"]["adam_mini"]["validation_curve"]
+  assert json.loads((tmp_path / "config.json").read_text())["compare"]["optimizers"] == [
+      "adamw", "adam_mini"]
   for png in ("validation_loss.png", "memory.png"):
     assert os.path.exists(tmp_path / png), png
