@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import tqdm
-from absl import app, flags, logging
+from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
@@ -36,6 +36,7 @@ from bigmodel_jax.optim import adam_counterexample as ce
 from bigmodel_jax.train import builders, outputs
 from bigmodel_jax.train.beta_grid import train_beta_grid
 from bigmodel_jax.train.metrics import MetricWriter
+from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -285,8 +286,6 @@ def plot_transformer(results: dict, tcfg, path: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   config, workdir = _CONFIG.value, _WORKDIR.value
   outputs.write_config(config, workdir)
   writer = MetricWriter(workdir)
@@ -325,4 +324,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, data_feeds_model=False)

@@ -1,7 +1,12 @@
-"""What every experiment's command line shares: one clean error block instead of tracebacks.
+"""What every experiment's command line shares: its `--help`, quiet third-party logging and one
+clean error block instead of tracebacks.
 
 `cli.run(main)` replaces `absl.app.run(main)`:
 
+  - `--help` also lists the config files, the config's top-level sections (configs/default.py
+    declares and documents every key of the shared ones) and the optimizer names;
+  - third-party INFO logging (orbax logs every checkpoint save and restore, absl, ...) is off
+    unless `--verbosity` is given;
   - a `--config.X.Y=...` override that names no key of the experiment's config stops with one
     line naming it, the config's sections and the keys it may have meant (ml_collections raises a
     bare `KeyError: "'opt'"` from its flag parser);
@@ -15,7 +20,10 @@
     exception is a bug and keeps its traceback.
 """
 
+import ast
 import difflib
+import glob
+import importlib
 import logging as std_logging
 import os
 import sys
@@ -23,13 +31,54 @@ from collections.abc import Callable
 from typing import NoReturn
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from bigmodel_jax.train import config_checks
 from bigmodel_jax.train.errors import RunError
 
 CONFIG_FLAG = "--config"
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def quiet_third_party_logging() -> None:
+  """Logs WARNING and above only (absl, orbax, ...), unless --verbosity was given."""
+  if "verbosity" in flags.FLAGS and not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def _config_files() -> list[tuple[str, str]]:
+  """(configs/NAME.py, the first line of its docstring) of every config file."""
+  files = []
+  for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py"))):
+    if not os.path.basename(path).startswith("_"):
+      with open(path) as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+      files.append((f"configs/{os.path.basename(path)}", doc.split("\n")[0]))
+  return files
+
+
+def _sections(name: str) -> list[str]:
+  """The top-level keys of configs/NAME.py's default config."""
+  return list(importlib.import_module(f"configs.{name}").get_config().keys())
+
+
+def config_help() -> str:
+  """The `--help` text on configs: top-level sections, optimizer names and config files."""
+  from bigmodel_jax.optim.factory import available_optimizers  # imports optax: only on demand
+
+  shared = _sections("default")
+  lines = ["", "Config: --config=configs/FILE.py[:VARIANT]; override any key with "
+           "--config.SECTION.KEY=VALUE.",
+           f"  top-level sections: {', '.join(shared)}: every key declared and documented in "
+           "configs/default.py",
+           f"  optimizers (--config.opt.name): {', '.join(available_optimizers())} "
+           "(bigmodel_jax/optim/factory.py)",
+           "  config files, [their own top-level keys] (variants: in each file's docstring):"]
+  for path, doc in _config_files():
+    own = [k for k in _sections(os.path.basename(path)[:-3]) if k not in shared]
+    lines.append(f"    {path}{' [' + ', '.join(own) + ']' if own else ''}: {doc}")
+  return "\n".join(lines) + "\n"
 
 
 def run(main: Callable[[list[str]], None], data_feeds_model: bool = True) -> None:
@@ -43,6 +92,9 @@ def run(main: Callable[[list[str]], None], data_feeds_model: bool = True) -> Non
     data_feeds_model: False for experiments whose model does not run at `data.seq_len` or is not
       built from the `model` section (see `config_checks.relation_errors`).
   """
+  module = sys.modules["__main__"]
+  if "config" in flags.FLAGS:
+    module.__doc__ = (module.__doc__ or "") + config_help()
   app.run(_reporting(main, data_feeds_model), flags_parser=_parse_flags)
 
 
@@ -55,6 +107,7 @@ def fail(message: str) -> NoReturn:
 def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool
                ) -> Callable[[list[str]], None]:
   def reporting_main(argv: list[str]) -> None:
+    quiet_third_party_logging()
     std_logging.getLogger("absl").addFilter(_OrbaxErrorFilter())
     sys.unraisablehook = _without_closed_loop_callbacks(sys.unraisablehook)
     try:

@@ -186,14 +186,16 @@ def _plot_memory(summary: dict, workdir: str) -> None:
   ax.bar(x - 0.2, [r[1] / 2**30 for r in rows], 0.4, label="AdamW")
   ax.bar(x + 0.2, [r[2] / 2**30 for r in rows], 0.4, label="Adam-mini")
   ax.set_xticks(x, [r[0] for r in rows])
+  ax.set_xlabel("model: optimizer state (whole model) or compiled step peak (per device)")
   ax.set_ylabel("GiB")
+  ax.set_title("Adam-mini vs AdamW memory")
   ax.legend()
   plots.save_figure(fig, os.path.join(workdir, "memory.png"))
 
 
 def run(config, workdir: str) -> dict:
-  """Runs the parts named in config.compare.parts; writes summary.json and PNGs."""
-  os.makedirs(workdir, exist_ok=True)
+  """Runs the parts named in config.compare.parts; writes config.json, summary.json and PNGs."""
+  outputs.write_config(config, workdir)
   parts = {"state_memory": lambda: state_memory(config),
            "step_memory": lambda: step_memory(config),
            "update_time": lambda: update_time(config),

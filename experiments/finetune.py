@@ -10,7 +10,7 @@ bigmodel_jax/train/finetune.py for the figures written to the workdir.
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax.train.finetune import run_comparison
@@ -25,8 +25,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore at INFO
-    logging.set_verbosity(logging.WARNING)
   summary = run_comparison(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({"pretrained": summary["pretrained"], "best_per_method": {
       method: {k: run[k] for k in ("lr", "ft_accuracy", "ft_loss", "forgetting", "l2_distance",

@@ -176,6 +176,8 @@ def _plot_metrics(summary: dict, path: str) -> None:
   for ax, key in zip(axes.flat, keys):
     ax.bar(names, [summary[n][key] for n in names], color=[f"C{i}" for i in range(len(names))])
     ax.set_title(key)
+    ax.set_xlabel("training loss")
+    ax.set_ylabel(key)
     ax.tick_params(axis="x", rotation=30)
   plots.save_figure(fig, path, dpi=110)
 

@@ -159,6 +159,8 @@ def plot_spectra(het: dict, path: str, title: str) -> None:
     ax.semilogy(np.linspace(grid["lo"], grid["hi"], grid["num_points"]), np.maximum(rho, 1e-12))
     ax.set_ylim(1e-8, None)
     ax.set_title(name, fontsize=8)
+    ax.set_xlabel("eigenvalue", fontsize=7)
+    ax.set_ylabel("density (SLQ)", fontsize=7)
   for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.suptitle(f"{title}  (sigma2={het['grid']['sigma2']:g}, {het['grid']['num_points']} pts)")
@@ -168,13 +170,16 @@ def plot_spectra(het: dict, path: str, title: str) -> None:
 def plot_js(het: dict, path: str, title: str) -> None:
   """The bounded JS distance matrix as a heatmap."""
   m = het["js"]["bounded"]
-  fig, ax = plt.subplots(figsize=(1 + 0.45 * len(m), 0.8 + 0.45 * len(m)))
+  side = max(4.5, 0.45 * len(m))  # room for the title and block names even with few blocks
+  fig, ax = plt.subplots(figsize=(side + 1.5, side + 1))
   im = ax.imshow(m, vmin=0, vmax=np.sqrt(np.log(2)), cmap="viridis")
   ax.set_xticks(range(len(m)), het["names"], rotation=90, fontsize=7)
   ax.set_yticks(range(len(m)), het["names"], fontsize=7)
-  ax.set_title(f"{title}: JS0 {het['js0']['bounded']:.3f} (bounded), "
+  ax.set_xlabel("block")
+  ax.set_ylabel("block")
+  ax.set_title(f"{title}\nJS0 {het['js0']['bounded']:.3f} (bounded), "
                f"{het['js0']['paper']:.1f} (paper)", fontsize=9)
-  fig.colorbar(im, ax=ax, fraction=0.046)
+  fig.colorbar(im, ax=ax, fraction=0.046, label="JS distance")
   plots.save_figure(fig, path, dpi=110)
 
 
@@ -356,6 +361,11 @@ def run_quadratic(mats, h, method: str, lrs, c) -> jax.Array:
   return jax.jit(jax.vmap(one))(jnp.asarray(lrs, jnp.float64))
 
 
+def _iterations_text(iterations: int | None, max_iters: int) -> str:
+  """"1200 it", or "not in 40000 it" for a run that never reached the target (None)."""
+  return f"{iterations} it" if iterations is not None else f"not in {max_iters} it"
+
+
 def quadratic(c, workdir: str) -> dict:
   """Experiment 2: iterations to a relative loss gap `target`, heterogeneous vs homogeneous."""
   writer = MetricWriter(workdir)
@@ -386,14 +396,15 @@ def quadratic(c, workdir: str) -> dict:
           writer.write((j + 1) * c.log_every, {f"rel_gap/{case}/{method}": gap})
       summary[case] = row
       print(f"[quadratic] {case}: " + ", ".join(
-          f"{m} {row[m]['iterations_to_target']}" for m in methods), flush=True)
+          f"{m} {_iterations_text(row[m]['iterations_to_target'], c.max_iters)}"
+          for m in methods), flush=True)
   writer.close()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for ax, case in zip(axes, ("heterogeneous", "homogeneous")):
     for method in ("gd", "adam", "adam_mini"):
       x = np.arange(1, len(curves[(case, method)]) + 1) * c.log_every
-      ax.semilogy(x, curves[(case, method)],
-                  label=f"{method} ({summary[case][method]['iterations_to_target']} it)")
+      reached = _iterations_text(summary[case][method]["iterations_to_target"], c.max_iters)
+      ax.semilogy(x, curves[(case, method)], label=f"{method} (target: {reached})")
     ax.axhline(c.target, color="k", ls=":", lw=0.8)
     ax.set_title(f"{case} blocks, kappa={c.kappa:g}")
     ax.set_xlabel("iteration")

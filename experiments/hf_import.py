@@ -19,7 +19,8 @@ memory holds nothing of it. Then, in this process and in this order:
   max_abs_logit_diff  against the transformers model loaded from the same directory, on
                     random tokens (float32)
 
-Writes summary.json, metrics.jsonl (the memory samples) and rss.png into the workdir.
+Writes config.json (the flags), summary.json, metrics.jsonl (the memory samples) and rss.png
+into the workdir.
 """
 
 import json
@@ -118,6 +119,9 @@ def main(argv):
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   directory = _HF_DIR.value or os.path.join(workdir, "model")
+  outputs.write_json(os.path.join(workdir, "config.json"),  # this experiment's flags
+                     {"hf_dir": directory, "tokens": _TOKENS.value, "mesh": {"data": 1,
+                                                                              "fsdp": -1}})
   if not _HF_DIR.value and not os.path.isfile(os.path.join(directory, "config.json")):
     subprocess.run([sys.executable, "-c", SAVE_RANDOM_GPT2, directory], check=True)
   config = default.get_config()

@@ -4,8 +4,8 @@ r"""Peak memory of the compiled train step: AdamW, SGD (unfused), LOMO and AdaLo
 
 For every `lomo.memory_models` entry, at batch `lomo.memory_batch_size` x `lomo.memory_seq_len`,
 XLA's memory analysis of the jitted step (compiled, never run; donated state), per device of the
-config's mesh. Writes summary.json (bytes, and each peak over AdamW's), metrics.jsonl (one row
-per model and optimizer) and memory.png.
+config's mesh. Writes config.json, summary.json (bytes, and each peak over AdamW's),
+metrics.jsonl (one row per model and optimizer) and memory.png.
 """
 
 import importlib
@@ -62,13 +62,14 @@ def _plot(summary: dict, path: str) -> None:
     names = list(row["peak_bytes"])
     ax.bar(names, [row["peak_bytes"][n] / 2**30 for n in names], color="tab:blue")
     ax.set_title(f"{model} ({row['num_params'] / 1e6:.0f}M params)")
-    ax.set_ylabel("compiled step peak (GiB)")
+    ax.set_xlabel("optimizer")
+    ax.set_ylabel("compiled step peak per device (GiB)")
   plots.save_figure(fig, path)
 
 
 def run(config, workdir: str) -> dict:
   """Measures every model x optimizer; writes the outputs and returns the summary."""
-  os.makedirs(workdir, exist_ok=True)
+  outputs.write_config(config, workdir)
   writer = metrics.MetricWriter(workdir)
   summary = {}
   for index, model_name in enumerate(config.lomo.memory_models):

@@ -31,8 +31,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO: keep the bar readable
-    logging.set_verbosity(logging.WARNING)
   distributed.initialize(_CONFIG.value.distributed)  # before anything touches the devices
   try:
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import flags, logging
+from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
@@ -215,7 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                               config.sft.lr)
   sft = {"greedy_reward": float(greedy(sft_params)), "initial_greedy_reward": initial_reward,
          "final_loss": sft_loss, "steps": config.sft.steps}
-  logging.info("SFT: %s", sft)
+  print(f"SFT: {sft}", flush=True)
   context = dict(config=config, model_config=model_config, graphdef=graphdef,
                  sft_params=sft_params, digits=digits, greedy=greedy,
                  batches=prompt_batches(train, c.steps, c.prompts_per_step, config.seed + 2),

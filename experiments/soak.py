@@ -34,7 +34,7 @@ import jax
 import matplotlib
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from bigmodel_jax.train import checkpointing, metrics, outputs, plots
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE
@@ -256,8 +256,6 @@ def _plot(events: list[dict], path: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore at INFO
-    logging.set_verbosity(logging.WARNING)
   print(json.dumps(run(_CONFIG.value, _WORKDIR.value), indent=2))
 
 

@@ -4,12 +4,14 @@ import json
 import os
 
 import numpy as np
+from figure_checks import check_saved_figures
 
 from configs import hessian_heterogeneity, hessian_quadratic
 from experiments import hessian as experiment
 
 
-def test_small_heterogeneity_writes_every_output(tmp_path):
+def test_small_heterogeneity_writes_every_output(tmp_path, monkeypatch):
+  saved = check_saved_figures(monkeypatch, experiment)
   config = hessian_heterogeneity.get_config("small")
   config.models = ("gpt", "cnn")
   summary = experiment.run(config, str(tmp_path))
@@ -26,10 +28,11 @@ def test_small_heterogeneity_writes_every_output(tmp_path):
   assert summary["speed"]["hvp_over_grad"] > 0
   assert "embed/embedding" in summary["spectra"]["gpt"]["blocks"]
   assert (tmp_path / "metrics.jsonl").read_text().strip()
-  assert os.path.exists(tmp_path / "training.png")
+  assert os.path.exists(tmp_path / "training.png") and len(saved) >= 5
 
 
-def test_small_quadratic_counts_iterations(tmp_path):
+def test_small_quadratic_counts_iterations(tmp_path, monkeypatch):
+  saved = check_saved_figures(monkeypatch, experiment)
   config = hessian_quadratic.get_config("small")
   summary = experiment.run(config, str(tmp_path))
   for case in ("heterogeneous", "homogeneous"):
@@ -37,4 +40,9 @@ def test_small_quadratic_counts_iterations(tmp_path):
     np.testing.assert_allclose(summary[case]["condition_number"], config.kappa, rtol=1e-6)
     for method in ("gd", "adam", "adam_mini"):
       assert method in summary[case]
-  assert os.path.exists(tmp_path / "quadratic.png")
+  assert os.path.exists(tmp_path / "quadratic.png") and saved
+
+
+def test_a_run_that_never_reaches_the_target_says_so():
+  assert experiment._iterations_text(None, 200) == "not in 200 it"
+  assert experiment._iterations_text(40, 200) == "40 it"

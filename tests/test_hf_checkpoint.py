@@ -143,15 +143,68 @@ def _import(directory):
 
 def test_missing_shard_names_the_file_and_a_tensor(saved, tmp_path):
   _, _, directory = saved
-  damaged = tmp_path / "damaged"
-  os.makedirs(damaged)
-  for name in os.listdir(directory):
-    os.link(os.path.join(directory, name), damaged / name)
+  damaged = _damaged_copy(directory, tmp_path)
   with open(damaged / "model.safetensors.index.json") as f:
     shard = sorted(set(json.load(f)["weight_map"].values()))[1]
   os.remove(damaged / shard)
   with pytest.raises(hf.HFCheckpointError, match=rf"{shard}: missing "
                      r"shard \(it holds tensor '.+'\)"):
+    _import(damaged)
+
+
+def _truncate(path, size=5000):
+  with open(path, "r+b") as f:
+    f.truncate(size)
+
+
+@pytest.mark.parametrize("file, damage, message", [
+    ("config.json", lambda p: p.write_text("{not json"),
+     r"config.json: not a readable JSON file \(Expecting property name"),
+    ("config.json", lambda p: p.write_text("[1, 2]"), r"config.json: holds a JSON list, not an "
+     "object"),
+    ("model.safetensors", lambda p: p.write_text("garbage"),
+     r"model.safetensors: not a readable safetensors file \(.*header too small"),
+    ("model.safetensors", _truncate,
+     r"model.safetensors: not a readable safetensors file \(.*not fully covered"),
+])
+def test_damaged_files_name_the_file(gpt2_dir, file, damage, message):
+  damage(gpt2_dir / file)
+  with pytest.raises(hf.HFCheckpointError, match=message):
+    _import(gpt2_dir)
+
+
+def test_a_field_of_the_wrong_type_is_named(gpt2_dir):
+  _edit_config(gpt2_dir, n_embd="32")
+  with pytest.raises(hf.HFCheckpointError, match=r"config.json: .*str"):
+    _import(gpt2_dir)
+
+
+def _damaged_copy(directory, tmp_path):
+  """A copy of `directory` (hard links: replace a file, never write into it)."""
+  damaged = tmp_path / "damaged"
+  os.makedirs(damaged)
+  for name in os.listdir(directory):
+    os.link(os.path.join(directory, name), damaged / name)
+  return damaged
+
+
+def _replace(path, text):
+  os.remove(path)
+  path.write_text(text)
+
+
+def test_damaged_index_and_shard_name_the_file(saved, tmp_path):
+  damaged = _damaged_copy(saved[2], tmp_path)
+  index = damaged / "model.safetensors.index.json"
+  shard = sorted(set(json.loads(index.read_text())["weight_map"].values()))[1]
+  _replace(damaged / shard, "xx")
+  with pytest.raises(hf.HFCheckpointError, match=rf"{shard}: not a readable safetensors file"):
+    _import(damaged)
+  _replace(index, '{"weight_map": [1]}')
+  with pytest.raises(hf.HFCheckpointError, match=r"index.json: no 'weight_map' object"):
+    _import(damaged)
+  _replace(index, "{oops")
+  with pytest.raises(hf.HFCheckpointError, match=r"index.json: not a readable JSON file"):
     _import(damaged)
 
 

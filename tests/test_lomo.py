@@ -1,5 +1,7 @@
 """LOMO / AdaLomo: transforms against NumPy, optax wrappers, factory, fused step == unfused."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,3 +117,22 @@ def test_fused_step_equals_unfused(case):
 
   jax.tree_util.tree_map_with_path(check, s1.params, s2.params)
   assert jax.tree.structure(s1.opt_state[1]) == jax.tree.structure(s2.opt_state)
+
+
+def test_lomo_memory_writes_every_output(tmp_path, monkeypatch):
+  from figure_checks import check_saved_figures
+
+  from configs import lomo as lomo_config
+  from experiments import lomo_memory
+
+  saved = check_saved_figures(monkeypatch, lomo_memory)
+  config = lomo_config.get_config("small")
+  config.lomo.update(memory_models=("gpt2:tiny",), memory_optimizers=("adamw", "lomo"),
+                     memory_batch_size=8)  # one row per device of the 8
+  summary = lomo_memory.run(config, str(tmp_path))
+  assert summary["models"]["gpt2:tiny"]["ratio_to_adamw"]["lomo"] < 1
+  written = json.loads((tmp_path / "config.json").read_text())
+  assert written["lomo"]["memory_optimizers"] == ["adamw", "lomo"]
+  for name in ("metrics.jsonl", "summary.json", "memory.png"):
+    assert (tmp_path / name).stat().st_size > 0, name
+  assert saved == [str(tmp_path / "memory.png")]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from figure_checks import check_saved_figures
 from flax import nnx
 
 from bigmodel_jax.data.arithmetic import ArithmeticSource
@@ -57,11 +58,13 @@ def test_scores_read_the_last_unmasked_token_and_loss_matches_formula():
   np.testing.assert_allclose(accuracy, np.mean(margin > 0))
 
 
-def test_small_reward_model_experiment(tmp_path):
+def test_small_reward_model_experiment(tmp_path, monkeypatch):
+  saved = check_saved_figures(monkeypatch, reward_model)
   summary = reward_model.run(reward_model_arithmetic.get_config("small"), str(tmp_path))
   assert 0 <= summary["heldout_pair_accuracy"] <= 1
   with open(os.path.join(tmp_path, "summary.json")) as f:
     assert json.load(f) == summary
+  assert saved
   assert os.path.getsize(os.path.join(tmp_path, "reward_model.png")) > 0
   with pytest.raises(ValueError, match="unknown mode"):
     reward_model_arithmetic.get_config("huge")

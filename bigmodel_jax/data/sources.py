@@ -1,6 +1,7 @@
 """Random-access sources of {"text": str} documents: local text files or a named TFDS dataset."""
 
 import dataclasses
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -66,6 +67,30 @@ def _load_text_files(
   return TextSource(builder.as_data_source(split), "text", fingerprint)
 
 
+def _prepared_as_tfrecord(dataset: _TfdsDataset, data_dir: str | None) -> str | None:
+  """The versioned directory of `dataset` in `data_dir` if it is prepared there (in a format
+  without random access), else None."""
+  try:
+    versioned = tfds.builder(dataset.tfds_name, data_dir=data_dir).data_dir
+  except tfds.core.registered.DatasetNotFoundError:  # this TFDS has no builder code for it
+    return None
+  return versioned if os.path.isfile(os.path.join(versioned, "dataset_info.json")) else None
+
+
+def _prepare_hint(dataset: _TfdsDataset, data_dir: str | None) -> str:
+  """Why a named TFDS dataset cannot be read from `data_dir`, and the command that prepares it."""
+  directory = data_dir or tfds.core.constants.DATA_DIR  # ~/tensorflow_datasets or $TFDS_DATA_DIR
+  versioned = _prepared_as_tfrecord(dataset, data_dir)
+  state = (f"is prepared in {versioned} in a format without random access (TFRECORD); add "
+           "--overwrite below or choose another data_dir" if versioned
+           else f"is not prepared in {directory}")
+  return (f"TFDS dataset {dataset.tfds_name!r} {state}. Random access needs the array_record "
+          "format; prepare it once (this downloads it; the tfds command needs "
+          f"`pip install tensorflow`):\n  tfds build {dataset.tfds_name} "
+          f"--file_format=array_record --data_dir={directory}\nthen run again"
+          + (f" (with --config.data.data_dir={data_dir})" if data_dir else ""))
+
+
 def _load_tfds(name: str, data_dir: str | None, split: str) -> TextSource:
   dataset = KNOWN_DATASETS.get(name, _TfdsDataset(name))
   tfds_split = dataset.split_names.get(split, split)
@@ -75,11 +100,15 @@ def _load_tfds(name: str, data_dir: str | None, split: str) -> TextSource:
         dataset.tfds_name, split=tfds_split, data_dir=data_dir, download=False
     )
   except (tfds.core.registered.DatasetNotFoundError, AssertionError, FileNotFoundError) as e:
+    if name in KNOWN_DATASETS:
+      raise ValueError(f"data.name {name!r}: {_prepare_hint(dataset, data_dir)}") from e
     known = ["text_files", *KNOWN_DATASETS]
     raise ValueError(
         f"data.name {name!r} is not an available dataset (known: {known}, or any TFDS name"
         f" prepared in {data_dir}): {str(e).splitlines()[0]}"
     ) from e
+  except (NotImplementedError, KeyError) as e:  # no array_record files (none, or TFRECORD)
+    raise ValueError(f"data.name {name!r}: {_prepare_hint(dataset, data_dir)}") from e
   fingerprint = f"{dataset.tfds_name}/{tfds_split}"
   return TextSource(records, dataset.text_key, fingerprint)
 

@@ -4,11 +4,15 @@ tokenizer.json of a Hugging Face model directory ("hf:DIR").
 All expose `vocab_size`, `eos_id`, `encode(str) -> int32[n]` and `decode(ids) -> str`.
 """
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -17,6 +21,7 @@ import tokenizers
 
 TOKENIZER_NAMES = ("byte", "sentencepiece", "hf:DIR")
 HF_PREFIX = "hf:"
+PROGRESS_EVERY_S = 30.0  # how often a SentencePiece training run says it is still running
 
 
 class ByteTokenizer:
@@ -117,6 +122,39 @@ def _training_lines(texts: Iterable[str], max_line_bytes: int) -> Iterator[str]:
         yield line
 
 
+def _say(message: str) -> None:
+  print(f"SentencePiece: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _progress(what: str, every_s: float):
+  """Says on stderr that `what` started, every `every_s` seconds the time elapsed, and the total.
+
+  Args:
+    what: the work, e.g. "training a 8192-piece model".
+    every_s: seconds between the lines that say it is still running.
+
+  Returns:
+    A context manager around the work.
+  """
+  start = time.monotonic()
+  stop = threading.Event()
+
+  def tick():
+    while not stop.wait(every_s):
+      _say(f"{what}: still running, {time.monotonic() - start:.0f} s elapsed")
+
+  _say(f"{what} (minutes on a CPU for a large corpus; the model is cached once trained)")
+  thread = threading.Thread(target=tick, daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
+  _say(f"{what}: done in {time.monotonic() - start:.0f} s")
+
+
 def train_sentencepiece(
     texts: Iterable[str], *, vocab_size: int, max_lines: int = 2_000_000
 ) -> bytes:
@@ -136,6 +174,22 @@ def train_sentencepiece(
   """
   max_line_bytes = 8192
   model = io.BytesIO()
+  with _progress(f"training a {vocab_size}-piece model", PROGRESS_EVERY_S):
+    _train(texts, model, vocab_size, max_lines, max_line_bytes)
+  return model.getvalue()
+
+
+def _train(texts: Iterable[str], model: io.BytesIO, vocab_size: int, max_lines: int,
+           max_line_bytes: int) -> None:
+  """SentencePieceTrainer.train with train_sentencepiece's settings.
+
+  Args:
+    texts: Training documents.
+    model: Receives the serialised model.
+    vocab_size: Requested vocabulary size.
+    max_lines: At most this many lines are used.
+    max_line_bytes: Longer lines are skipped.
+  """
   spm.SentencePieceTrainer.train(
       sentence_iterator=_training_lines(texts, max_line_bytes),
       model_writer=model,
@@ -160,7 +214,6 @@ def train_sentencepiece(
       num_threads=os.cpu_count() or 1,
       minloglevel=2,
   )
-  return model.getvalue()
 
 
 def cached_sentencepiece(
@@ -186,6 +239,7 @@ def cached_sentencepiece(
   if not os.path.exists(path):
     if training_texts is None:
       raise ValueError(f"No cached tokenizer at {path} and no training_texts to train one.")
+    _say(f"no cached model at {path}: training one on {corpus_fingerprint}")
     proto = train_sentencepiece(training_texts, vocab_size=vocab_size)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     # Write then rename, so a concurrent reader never sees a partial file.

@@ -24,13 +24,34 @@ class HFCheckpointError(ValueError):
   """A Hugging Face checkpoint this project cannot read: names the file and field or tensor."""
 
 
+def read_json_object(path: str) -> dict[str, Any]:
+  """The JSON object stored in `path`.
+
+  Args:
+    path: a JSON file (config.json, model.safetensors.index.json, ...).
+
+  Returns:
+    The parsed object.
+
+  Raises:
+    HFCheckpointError: naming `path`, when it cannot be read or holds no JSON object.
+  """
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise HFCheckpointError(f"{path}: not a readable JSON file ({e})") from e
+  if not isinstance(value, dict):
+    raise HFCheckpointError(f"{path}: holds a JSON {type(value).__name__}, not an object")
+  return value
+
+
 def read_config(directory: str) -> dict[str, Any]:
   """The parsed config.json of a Hugging Face model directory."""
   path = os.path.join(directory, CONFIG_FILE)
   if not os.path.isfile(path):
     raise HFCheckpointError(f"{path}: no such file (not a Hugging Face model directory)")
-  with open(path) as f:
-    return json.load(f)
+  return read_json_object(path)
 
 
 def _require(hf: Mapping[str, Any], path: str, field: str, expected) -> None:
@@ -119,10 +140,12 @@ def from_hf_config(hf: Mapping[str, Any], path: str = CONFIG_FILE, **numerics
   if model_type not in MODEL_TYPES:
     raise HFCheckpointError(f"{path}: model_type={model_type!r} is not supported "
                             f"(supported: {list(MODEL_TYPES)})")
-  fields = _gpt2_fields(hf, path) if model_type == "gpt2" else _llama_fields(hf, path)
   try:
+    fields = _gpt2_fields(hf, path) if model_type == "gpt2" else _llama_fields(hf, path)
     return TransformerConfig(**fields, **numerics)
-  except ValueError as e:
+  except (TypeError, ValueError) as e:  # e.g. a size given as a string
+    if isinstance(e, HFCheckpointError):
+      raise
     raise HFCheckpointError(f"{path}: {e}") from e
 
 

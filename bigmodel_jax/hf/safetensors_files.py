@@ -12,9 +12,9 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import safetensors.numpy
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
-from bigmodel_jax.hf.config import HFCheckpointError
+from bigmodel_jax.hf.config import HFCheckpointError, read_json_object
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -24,16 +24,26 @@ def _weight_map(directory: str) -> dict[str, str]:
   """Tensor name -> shard file name, from the index or from the single file's header."""
   index_path = os.path.join(directory, INDEX_FILE)
   if os.path.isfile(index_path):
-    with open(index_path) as f:
-      index = json.load(f)
-    if "weight_map" not in index:
-      raise HFCheckpointError(f"{index_path}: no 'weight_map'")
-    return dict(index["weight_map"])
+    weight_map = read_json_object(index_path).get("weight_map")
+    if not isinstance(weight_map, dict):
+      raise HFCheckpointError(f"{index_path}: no 'weight_map' object (tensor name -> file)")
+    return dict(weight_map)
   single = os.path.join(directory, SINGLE_FILE)
   if not os.path.isfile(single):
     raise HFCheckpointError(f"{directory}: neither {SINGLE_FILE} nor {INDEX_FILE} exists")
-  with safe_open(single, framework="numpy") as f:
-    return dict.fromkeys(f.keys(), SINGLE_FILE)
+  return dict.fromkeys(open_safetensors(single).keys(), SINGLE_FILE)
+
+
+def open_safetensors(path: str):
+  """safetensors' lazy (memory-mapped) handle of the file `path`.
+
+  Raises:
+    HFCheckpointError: naming `path`, for a damaged (truncated, overwritten) or unreadable file.
+  """
+  try:
+    return safe_open(path, framework="numpy")
+  except (SafetensorError, OSError) as e:
+    raise HFCheckpointError(f"{path}: not a readable safetensors file ({e})") from e
 
 
 class SafetensorsReader:
@@ -54,7 +64,7 @@ class SafetensorsReader:
       path = os.path.join(self.directory, shard)
       if not os.path.isfile(path):
         raise HFCheckpointError(f"{path}: missing shard (it holds tensor {name!r})")
-      handle = safe_open(path, framework="numpy")
+      handle = open_safetensors(path)
       self._files[shard] = (handle, set(handle.keys()))
     return self._files[shard]
 
