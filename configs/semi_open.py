@@ -48,6 +48,9 @@ def get_config(settings: str = "full") -> ml_collections.ConfigDict:
   if small:
     c.model.update(num_layers=4, num_heads=2, num_kv_heads=2, head_dim=8, embed_dim=16,
                    mlp_dim=32)
+  # With init_from="hf:DIR": where the imported checkpoint is placed (one host: replicated).
+  c.mesh = default.get_config().mesh
+  c.sharding_rules = default.get_config().sharding_rules
   c.data = ml_collections.ConfigDict(dict(
       data_dir="",  # "": ~/tensorflow_datasets (the embedded stdlib corpus)
       max_bytes=200_000 if small else 4_000_000,  # corpus prefix, split contiguously:

@@ -44,7 +44,7 @@ from bigmodel_jax.semi_open.recovery_difficulty import (
   rd_curve,
 )
 from bigmodel_jax.semi_open.replacement import fresh_params, layer_mask, replace_layers
-from bigmodel_jax.train import builders, outputs, sharding
+from bigmodel_jax.train import builders, outputs
 from bigmodel_jax.train.metrics import MetricWriter
 from bigmodel_jax.train.state import abstract_model
 from experiments import semi_open_report as report
@@ -127,9 +127,9 @@ def load_victim(directory: str) -> tuple:
 def load_hf(config: ml_collections.ConfigDict) -> tuple:
   """The model config, graph, host parameters and tokenizer of init_from = "hf:DIR"."""
   directory = config.init_from.removeprefix(HF_PREFIX)
-  mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  mesh, rules = builders.mesh_and_rules(config)
   model_config, graphdef, params = hf.import_checkpoint(
-      directory, mesh, (), **builders.numerics(config.model))
+      directory, mesh, rules, **builders.numerics(config.model))
   return model_config, graphdef, jax.device_get(params), make_tokenizer(config.init_from)
 
 

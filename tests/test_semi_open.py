@@ -182,3 +182,33 @@ def test_small_experiment_writes_every_output(tmp_path):
 class _NullWriter:
   def write(self, step, metrics):
     raise AssertionError("a reused victim is not pre-trained")
+
+
+def test_rd_and_n_star_of_an_imported_hugging_face_checkpoint(tmp_path):
+  import torch
+  import transformers
+
+  from experiments import semi_open
+  from tests import test_hf_finetune
+  texts = [(tmp_path / "x").name + " def f(x):\n  return x + 1\n" * 20]
+  tokenizer = test_hf_finetune._train_tokenizer(texts)
+  directory = tmp_path / "gpt2"
+  directory.mkdir()
+  tokenizer.save(str(directory / "tokenizer.json"))
+  eos = tokenizer.token_to_id(test_hf_finetune.EOS)
+  torch.manual_seed(0)
+  hf_config = transformers.GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_embd=16,
+                                      n_layer=3, n_head=2, n_positions=64, bos_token_id=eos,
+                                      eos_token_id=eos)
+  transformers.GPT2LMHeadModel(hf_config).save_pretrained(str(directory))
+  config = semi_open_config.get_config("small")
+  config.init_from = f"hf:{directory}"
+  config.data.max_bytes = 30_000
+  summary = semi_open.run(config, str(tmp_path / "run"))
+  table = summary["rd"]["tables"]["fan_in"]
+  assert len(table["rd_mean"]) == 4  # n = 0..3 for the checkpoint's 3 blocks
+  assert 1 <= summary["rd"]["n_star"] <= 3
+  assert "recovery" not in summary and "A5" not in summary["criteria"]
+  assert summary["criteria"]["A2"]["values"]["max_abs_gap"] <= 1e-6
+  assert os.path.getsize(tmp_path / "run" / "rd_curve.png") > 0
+  assert not os.path.exists(tmp_path / "run" / "victim")
