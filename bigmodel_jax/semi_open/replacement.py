@@ -6,6 +6,7 @@ every stacked array: `where(mask[i], fresh, victim)`. Embeddings, positions, the
 the LM head are never touched (Huang et al., arXiv 2410.11182: only decoder blocks are closed).
 """
 
+import functools
 from collections.abc import Iterable
 
 import jax
@@ -74,6 +75,20 @@ def _fan_in_layers(layers: dict, seed: int) -> dict:
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+@functools.cache
+def _init_function(model_config: TransformerConfig, reinit_scale: str):
+  """A jitted seed -> fresh parameters (compiled once per architecture and scale)."""
+
+  def init(seed):
+    model = create_model(model_config, nnx.Rngs(jax.random.key(seed)))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    if reinit_scale == "fan_in":
+      params[LAYERS_KEY] = _fan_in_layers(params[LAYERS_KEY], seed)
+    return params
+
+  return jax.jit(init)
+
+
 def fresh_params(model_config: TransformerConfig, seed: int,
                  reinit_scale: str = "architecture") -> dict:
   """A whole fresh model's parameters, from the architecture's own initialisers.
@@ -90,7 +105,4 @@ def fresh_params(model_config: TransformerConfig, seed: int,
   """
   if reinit_scale not in REINIT_SCALES:
     raise ValueError(f"reinit_scale ({reinit_scale!r}) must be one of {REINIT_SCALES}")
-  params = nnx.to_pure_dict(nnx.state(create_model(model_config, nnx.Rngs(seed)), nnx.Param))
-  if reinit_scale == "fan_in":
-    params[LAYERS_KEY] = _fan_in_layers(params[LAYERS_KEY], seed)
-  return params
+  return _init_function(model_config, reinit_scale)(jnp.uint32(seed))
