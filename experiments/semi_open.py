@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from flax import nnx, serialization
 from ml_collections import config_flags
 
@@ -47,6 +47,7 @@ from bigmodel_jax.semi_open.replacement import fresh_params, layer_mask, replace
 from bigmodel_jax.train import builders, outputs
 from bigmodel_jax.train.metrics import MetricWriter
 from bigmodel_jax.train.state import abstract_model
+from experiments import cli
 from experiments import semi_open_report as report
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/semi_open.py[:small]",
@@ -348,12 +349,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   summary = run(_CONFIG.value, _WORKDIR.value)
   print(report.format_tables(summary))
   print(json.dumps({k: v["passed"] for k, v in summary["criteria"].items()}))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, data_feeds_model=False)
