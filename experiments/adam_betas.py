@@ -28,7 +28,6 @@ import numpy as np
 import tqdm
 from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
 from bigmodel_jax.data import ByteTokenizer, load_source, make_lm_dataset, sample_eval_batches
 from bigmodel_jax.models import create_model
@@ -40,11 +39,6 @@ from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/adam_betas.py[:small]",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the outputs go.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def counterexample_grid(cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +280,7 @@ def plot_transformer(results: dict, tcfg, path: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   outputs.write_config(config, workdir)
   writer = MetricWriter(workdir)
   cfg = config.counterexample
@@ -324,4 +318,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.define_config_and_workdir("configs/adam_betas.py[:small]", "Where the outputs go.")
   cli.run(main, data_feeds_model=False)

@@ -32,6 +32,7 @@ from typing import NoReturn
 
 import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from bigmodel_jax.train import config_checks
@@ -79,6 +80,19 @@ def config_help() -> str:
     own = [k for k in _sections(os.path.basename(path)[:-3]) if k not in shared]
     lines.append(f"    {path}{' [' + ', '.join(own) + ']' if own else ''}: {doc}")
   return "\n".join(lines) + "\n"
+
+
+def define_config_and_workdir(config_help: str = "Experiment config file.",
+                              workdir_help: str = "Output directory.") -> None:
+  """Defines the required `--config` and `--workdir` flags most experiments take.
+
+  Experiments call it under `if __name__ == "__main__":`, so that tests (and other programs) can
+  import an experiment's functions without defining its flags: absl's flags are process-global and
+  a second experiment module defining `--config` would raise DuplicateFlagError.
+  """
+  config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+  flags.DEFINE_string("workdir", None, workdir_help)
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run(main: Callable[[list[str]], None], data_feeds_model: bool = True) -> None:

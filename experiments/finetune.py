@@ -11,21 +11,15 @@ bigmodel_jax/train/finetune.py for the figures written to the workdir.
 import json
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from bigmodel_jax.train.finetune import run_comparison
 from experiments import cli
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  summary = run_comparison(_CONFIG.value, _WORKDIR.value)
+  summary = run_comparison(flags.FLAGS.config, flags.FLAGS.workdir)
   print(json.dumps({"pretrained": summary["pretrained"], "best_per_method": {
       method: {k: run[k] for k in ("lr", "ft_accuracy", "ft_loss", "forgetting", "l2_distance",
                                    "fraction_changed")}
@@ -34,4 +28,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.define_config_and_workdir()
   cli.run(main, data_feeds_model=False)

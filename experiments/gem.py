@@ -23,7 +23,6 @@ import numpy as np
 import optax
 from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
 from bigmodel_jax import losses
 from bigmodel_jax.data.multi_answer import MultiAnswerTask
@@ -33,11 +32,6 @@ from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def make_task(config) -> MultiAnswerTask:
@@ -212,8 +206,9 @@ def run(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  print(json.dumps(run(_CONFIG.value, _WORKDIR.value), indent=2))
+  print(json.dumps(run(flags.FLAGS.config, flags.FLAGS.workdir), indent=2))
 
 
 if __name__ == "__main__":
+  cli.define_config_and_workdir()
   cli.run(main)

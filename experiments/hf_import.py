@@ -43,10 +43,14 @@ from bigmodel_jax.train import builders, outputs, plots
 from configs import default
 from experiments import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-_HF_DIR = flags.DEFINE_string("hf_dir", None, "A Hugging Face directory; default: a random "
-                              "GPT-2 124M saved into WORKDIR/model.")
-_TOKENS = flags.DEFINE_integer("tokens", 64, "Sequence length of the parity check.")
+
+def define_flags() -> None:
+  """Defines the flags when this runs as a program (see cli.define_config_and_workdir)."""
+  flags.DEFINE_string("workdir", None, "Output directory.")
+  flags.DEFINE_string("hf_dir", None, "A Hugging Face directory; default: a random "
+                      "GPT-2 124M saved into WORKDIR/model.")
+  flags.DEFINE_integer("tokens", 64, "Sequence length of the parity check.")
+  flags.mark_flags_as_required(["workdir"])
 
 SAVE_RANDOM_GPT2 = """
 import sys, torch, transformers
@@ -116,13 +120,13 @@ def plot_rss(samples, baselines: tuple[int, int], path: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  workdir = _WORKDIR.value
+  workdir = flags.FLAGS.workdir
   os.makedirs(workdir, exist_ok=True)
-  directory = _HF_DIR.value or os.path.join(workdir, "model")
+  directory = flags.FLAGS.hf_dir or os.path.join(workdir, "model")
   outputs.write_json(os.path.join(workdir, "config.json"),  # this experiment's flags
-                     {"hf_dir": directory, "tokens": _TOKENS.value, "mesh": {"data": 1,
+                     {"hf_dir": directory, "tokens": flags.FLAGS.tokens, "mesh": {"data": 1,
                                                                               "fsdp": -1}})
-  if not _HF_DIR.value and not os.path.isfile(os.path.join(directory, "config.json")):
+  if not flags.FLAGS.hf_dir and not os.path.isfile(os.path.join(directory, "config.json")):
     subprocess.run([sys.executable, "-c", SAVE_RANDOM_GPT2, directory], check=True)
   config = default.get_config()
   config.mesh.update(data=1, fsdp=-1)
@@ -153,7 +157,7 @@ def main(argv):
       "peak_rss_increase_over_param_bytes": peak_increase / param_bytes,
       "peak_anon_increase_bytes": peak_anon_increase,
       "peak_anon_increase_over_param_bytes": peak_anon_increase / param_bytes, "export_s": export_s,
-      "max_abs_logit_diff": parity(directory, graphdef, params, _TOKENS.value),
+      "max_abs_logit_diff": parity(directory, graphdef, params, flags.FLAGS.tokens),
   }
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
     for t, rss, anon in sampler.samples:
@@ -165,5 +169,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir"])
+  define_flags()
   cli.run(main)

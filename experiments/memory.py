@@ -28,32 +28,33 @@ from bigmodel_jax.rl import memory as rl_mem
 from bigmodel_jax.train import builders, memory
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_OPTIMIZERS = flags.DEFINE_list("optimizers", None,
-                                "Optimizer names (default: every optimizer the factory knows).")
-_COMPILE = flags.DEFINE_bool("compile", False,
-                             "Also compile the train step and report its peak memory.")
-_INIT_FROM = flags.DEFINE_string("init_from", None,
-                                 "hf:DIR: the model of a Hugging Face directory's config.json.")
-_RL_METHODS = flags.DEFINE_list(
-    "rl_methods", [], "RL methods (bigmodel_jax.rl.METHODS) to size too, with the config's "
-    "optimizer: prompts of data.seq_len // 2 tokens, as many new tokens, "
-    "train.global_batch_size prompts per step.")
-flags.mark_flag_as_required("config")
+
+def define_flags() -> None:
+  """Defines the flags when this runs as a program (see cli.define_config_and_workdir)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_list("optimizers", None,
+                    "Optimizer names (default: every optimizer the factory knows).")
+  flags.DEFINE_bool("compile", False, "Also compile the train step and report its peak memory.")
+  flags.DEFINE_string("init_from", None,
+                      "hf:DIR: the model of a Hugging Face directory's config.json.")
+  flags.DEFINE_list(
+      "rl_methods", [], "RL methods (bigmodel_jax.rl.METHODS) to size too, with the config's "
+      "optimizer: prompts of data.seq_len // 2 tokens, as many new tokens, "
+      "train.global_batch_size prompts per step.")
+  flags.mark_flag_as_required("config")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  config = _CONFIG.value
-  names = _OPTIMIZERS.value or available_optimizers()
+  config = flags.FLAGS.config
+  names = flags.FLAGS.optimizers or available_optimizers()
   unknown = sorted(set(names) - set(available_optimizers()))
   if unknown:
     raise app.UsageError(f"--optimizers: unknown {unknown}; choose from {available_optimizers()}")
   mesh, rules = builders.mesh_and_rules(config)
-  if _INIT_FROM.value:
-    model_config = builders.hf_model_config(_INIT_FROM.value, config.model)
+  if flags.FLAGS.init_from:
+    model_config = builders.hf_model_config(flags.FLAGS.init_from, config.model)
   else:
     model_config = builders.model_config(config.model,
                                          builders.tokenizer_vocab_size(config.data))
@@ -63,7 +64,7 @@ def main(argv):
     num_params, param_bytes, opt_bytes = memory.state_bytes(model_config, optimizer, mesh, rules)
     result.update(num_params=num_params, param_bytes=param_bytes)
     peak = None
-    if _COMPILE.value:
+    if flags.FLAGS.compile:
       peak = memory.compiled_step_peak_bytes(
           model_config, optimizer, schedule, mesh, rules,
           global_batch_size=config.train.global_batch_size, seq_len=config.data.seq_len,
@@ -71,9 +72,10 @@ def main(argv):
     result["optimizers"][name] = {"state_bytes": opt_bytes, "step_peak_bytes": peak}
   output = {"num_params": result["num_params"], "param_bytes": result["param_bytes"],
             "optimizers": result["optimizers"]}
-  if _RL_METHODS.value:
+  if flags.FLAGS.rl_methods:
     output["rl_optimizer"] = config.opt.name
-    output["rl_methods"] = rl_memory(config, model_config, _RL_METHODS.value, _COMPILE.value)
+    output["rl_methods"] = rl_memory(config, model_config, flags.FLAGS.rl_methods,
+                                     flags.FLAGS.compile)
   print(json.dumps(output))
 
 
@@ -94,4 +96,5 @@ def rl_memory(config, model_config, names: list[str], compile_step: bool) -> dic
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -15,30 +15,24 @@ import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from bigmodel_jax.train import distributed
 from bigmodel_jax.train.loop import train_and_evaluate
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (outputs, checkpoints, resume).")
-flags.mark_flags_as_required(["config", "workdir"])
-
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  distributed.initialize(_CONFIG.value.distributed)  # before anything touches the devices
+  distributed.initialize(flags.FLAGS.config.distributed)  # before anything touches the devices
   try:
-    summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except Preempted as e:
     print(e, flush=True)
     sys.exit(PREEMPTED_EXIT_CODE)
   logging.info("summary: %s", summary)
-  print(final_report(summary, _WORKDIR.value), flush=True)
+  print(final_report(summary, flags.FLAGS.workdir), flush=True)
 
 
 def final_report(summary: dict, workdir: str) -> str:
@@ -55,4 +49,5 @@ def final_report(summary: dict, workdir: str) -> str:
 
 
 if __name__ == "__main__":
+  cli.define_config_and_workdir(workdir_help="Run directory (outputs, checkpoints, resume).")
   cli.run(main)

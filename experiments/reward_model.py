@@ -17,7 +17,6 @@ import numpy as np
 import optax
 from absl import flags
 from flax import nnx
-from ml_collections import config_flags
 
 from bigmodel_jax.data.arithmetic import ArithmeticSource
 from bigmodel_jax.data.tokenizers import ByteTokenizer
@@ -100,8 +99,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # Flags are defined only when this file runs as a program, so that tests can import `run`.
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  cli.define_config_and_workdir()
   cli.run(main, data_feeds_model=False)

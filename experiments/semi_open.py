@@ -30,7 +30,6 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 from flax import nnx, serialization
-from ml_collections import config_flags
 
 from bigmodel_jax import hf
 from bigmodel_jax.data import ByteTokenizer, arithmetic, make_tokenizer
@@ -49,11 +48,6 @@ from bigmodel_jax.train.metrics import MetricWriter
 from bigmodel_jax.train.state import abstract_model
 from experiments import cli
 from experiments import semi_open_report as report
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/semi_open.py[:small]",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the outputs go.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 VICTIM_DIR = "victim"
 
@@ -349,10 +343,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  summary = run(_CONFIG.value, _WORKDIR.value)
+  summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
   print(report.format_tables(summary))
   print(json.dumps({k: v["passed"] for k, v in summary["criteria"].items()}))
 
 
 if __name__ == "__main__":
+  cli.define_config_and_workdir("configs/semi_open.py[:small]", "Where the outputs go.")
   cli.run(main, data_feeds_model=False)

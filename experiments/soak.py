@@ -256,14 +256,9 @@ def _plot(events: list[dict], path: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  print(json.dumps(run(_CONFIG.value, _WORKDIR.value), indent=2))
+  print(json.dumps(run(flags.FLAGS.config, flags.FLAGS.workdir), indent=2))
 
 
 if __name__ == "__main__":
-  from ml_collections import config_flags
-
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Soak config file.",
-                                            lock_config=True)
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (must not hold a soak).")
-  flags.mark_flags_as_required(["config", "workdir"])
+  cli.define_config_and_workdir("Soak config file.", "Output directory (must not hold a soak).")
   cli.run(main)

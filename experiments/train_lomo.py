@@ -18,7 +18,6 @@ import matplotlib
 import numpy as np
 from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
-from ml_collections import config_flags
 
 from bigmodel_jax.optim.factory import make_optimizer, opt_with
 from bigmodel_jax.train import builders, metrics, outputs, plots, sharding
@@ -30,11 +29,6 @@ from experiments import cli
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _steps(config, name, model_config, mesh, rules):
@@ -128,8 +122,9 @@ def run(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  print(json.dumps(run(_CONFIG.value, _WORKDIR.value), indent=2))
+  print(json.dumps(run(flags.FLAGS.config, flags.FLAGS.workdir), indent=2))
 
 
 if __name__ == "__main__":
+  cli.define_config_and_workdir()
   cli.run(main)

@@ -47,6 +47,21 @@ def test_every_experiment_runs_through_cli(path):
   assert "cli.run(main" in source and "app.run(" not in source
 
 
+def test_experiments_define_no_flags_when_imported():
+  """Tests import several experiments into one process: none may define a flag at import time
+  (absl's flags are global; a second `--config` raises DuplicateFlagError)."""
+  modules = [f"experiments.{os.path.basename(p)[:-3]}" for p in MAINS]
+  program = ("import importlib\nfrom absl import flags\n"
+             f"for name in {modules!r}:\n  importlib.import_module(name)\n"
+             "print(sorted(m for m in flags.FLAGS.flags_by_module_dict() if 'experiments' in m),"
+             " 'config' in flags.FLAGS, 'workdir' in flags.FLAGS)")
+  result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().splitlines()[-1] == "[] False False"
+
+
 def test_help_of_an_experiment_shows_the_config_help():
   result = subprocess.run([sys.executable, "-m", "experiments.lomo_memory", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120,
