@@ -7,7 +7,7 @@ TEST_WORKERS ?= 2
 # Notebooks run with small settings by default (as in CI); `make notebooks SMALL=0` for full ones.
 SMALL ?= 1
 
-.PHONY: install test lint pretrain notebooks bench clean
+.PHONY: install test lint pretrain notebooks bench bench-step bench-gpu clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ notebooks: install
 
 bench: install
 	$(PY) -m experiments.memory --config=configs/gpt2.py:124m --compile --optimizers=adamw,sgd
+
+bench-step: install
+	$(PY) -m experiments.bench_step --config=configs/bench_step.py --workdir=runs/bench_step
+
+bench-gpu: install
+	$(PY) -m experiments.bench_gpu --workdir=runs/bench_gpu
 
 clean:
 	rm -rf $(VENV) runs

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bigmodel_jax.train import checkpointing, metrics
+from bigmodel_jax.train import builders, checkpointing, flops, metrics
 from bigmodel_jax.train.loop import train_and_evaluate
 from configs import default
 
@@ -43,7 +43,7 @@ def _config(corpus, tmp_path, steps=8):
   c.data.update(text_globs=(str(corpus / "*.py"),), seq_len=32, data_dir=str(tmp_path / "tfds"),
                 validation_fraction=0.2)
   c.train.update(steps=steps, global_batch_size=8, log_every=2, eval_every=4, eval_batches=2,
-                 checkpoint_every=4, keep_checkpoints=5)
+                 checkpoint_every=4, keep_checkpoints=5, peak_flops_per_device=1e9)
   c.opt.update(warmup_steps=2, lr=1e-2)
   c.mesh.update(data=2, fsdp=4)
   return c
@@ -72,6 +72,10 @@ def test_pretrain_writes_every_output_and_learns(corpus, tmp_path):
     assert json.load(f)["steps"] == 8
   assert len(summary["samples"]) == 3 and all(isinstance(t, str) for t in summary["samples"])
   assert summary["eval_tokens"] == 2 * 8 * 32  # train.eval_batches full batches of seq_len
+  model_config = builders.model_config(_config(corpus, tmp_path).model, 257)
+  assert summary["mfu"] == pytest.approx(  # the configured peak: 1e9 FLOP/s per device
+      summary["tokens_per_s"] * flops.flops_per_token(model_config, 32) / (1e9 * 8))
+  assert summary["device_peak_bytes"] is None  # the CPU keeps no memory statistics
   assert summary["data"]["validation"]["fingerprint"].endswith("/validation")
   assert summary["data"]["train"]["records"] > 0 and summary["data"]["train"]["bytes"] > 0
   assert summary["versions"]["jax"] == jax.__version__

@@ -13,6 +13,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax.models import GPT2, Llama, RopeScaling, TransformerConfig, create_model, rope
+from bigmodel_jax.models.attention import causal_attention
 
 TINY = dict(vocab_size=64, num_layers=2, num_heads=4, head_dim=8, embed_dim=32, mlp_dim=64,
             max_seq_len=16)
@@ -172,17 +173,31 @@ def test_bfloat16(config, param_dtype):
 
 
 @TINY_CONFIGS
-def test_remat_matches(config):
+@pytest.mark.parametrize("option", [dict(remat=True), dict(scan_unroll=2)],
+                         ids=["remat", "scan_unroll"])
+def test_execution_options_match(config, option):
   tokens = _tokens(config, length=9)
   results = []
-  for remat in (False, True):
-    model = _model(dataclasses.replace(config, remat=remat))
+  for changes in ({}, option):
+    model = _model(dataclasses.replace(config, **changes))
     graphdef, params = nnx.split(model, nnx.Param)
     loss = _loss_fn(graphdef, tokens)
     results.append((_forward(model, tokens), jax.jit(jax.grad(loss))(params)))
-  (logits, grads), (logits_remat, grads_remat) = results
-  np.testing.assert_allclose(logits, logits_remat, atol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, grads_remat)
+  (logits, grads), (logits_option, grads_option) = results
+  np.testing.assert_allclose(logits, logits_option, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, grads_option)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+@pytest.mark.parametrize("length", [16, 37])
+def test_blockwise_causal_attention_equals_one_block(kv_heads, length):
+  q, k, v = (jax.random.normal(key, (2, length, h, 8)) for key, h in
+             zip(jax.random.split(jax.random.key(0), 3), (4, kv_heads, kv_heads)))
+  one_block = causal_attention(q, k, v, block=length)
+  blocks = causal_attention(q, k, v, block=8)
+  np.testing.assert_allclose(blocks, one_block, atol=1e-6)
+  grad = jax.grad(lambda q, block: jnp.sum(causal_attention(q, k, v, block) ** 2))
+  np.testing.assert_allclose(grad(q, 8), grad(q, length), atol=1e-5)
 
 
 @TINY_CONFIGS

@@ -47,6 +47,11 @@ class TransformerConfig:
     dtype: compute dtype name, e.g. "float32" or "bfloat16". Logits are always float32.
     param_dtype: parameter dtype name.
     remat: rematerialise each block in the backward pass.
+    scan_unroll: blocks per iteration of the layer scan (`jax.lax.scan`'s `unroll`); a value
+      >= num_layers unrolls the whole stack. The parameters stay stacked either way. Unrolling
+      lets XLA fuse across blocks and drop the scan's per-iteration slicing and stacking (the
+      gradient of the 4-layer `make pretrain` model at context 64, batch 12 took 50 ms instead
+      of 68 on a 2-core CPU); 1 keeps compile time independent of depth.
   """
 
   architecture: str
@@ -65,6 +70,7 @@ class TransformerConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  scan_unroll: int = 1
 
   def __post_init__(self):
     if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
@@ -78,7 +84,7 @@ class TransformerConfig:
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"architecture ({self.architecture!r}) must be one of {ARCHITECTURES}")
     for name in ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                 "embed_dim", "mlp_dim", "max_seq_len"):
+                 "embed_dim", "mlp_dim", "max_seq_len", "scan_unroll"):
       value = getattr(self, name)
       if not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} ({value!r}) must be a positive integer")

@@ -112,7 +112,7 @@ class Transformer(nnx.Module):
     x = self._embed_tokens(tokens, positions)
 
     @nnx.scan(in_axes=(nnx.Carry, 0, 0, None, None), out_axes=(nnx.Carry, 0),
-              transform_metadata=_LAYERS_METADATA)
+              unroll=self.config.scan_unroll, transform_metadata=_LAYERS_METADATA)
     def scan_fn(x, block, layer_cache, positions, index):
       return block.cached(x, positions, layer_cache, index)
 
@@ -120,7 +120,8 @@ class Transformer(nnx.Module):
     return self._logits(self.final_norm(x)), cache
 
   def _apply_layers(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    """Runs the stacked blocks with nnx.scan (each rematerialised if config.remat)."""
+    """Runs the stacked blocks with nnx.scan, `config.scan_unroll` blocks per iteration (each
+    rematerialised if config.remat)."""
 
     def apply(block: Block, x: jax.Array, positions: jax.Array) -> jax.Array:
       return block(x, positions)
@@ -129,7 +130,7 @@ class Transformer(nnx.Module):
       apply = nnx.remat(apply)
 
     @nnx.scan(in_axes=(nnx.Carry, 0, None), out_axes=nnx.Carry,
-              transform_metadata=_LAYERS_METADATA)
+              unroll=self.config.scan_unroll, transform_metadata=_LAYERS_METADATA)
     def scan_fn(x: jax.Array, block: Block, positions: jax.Array) -> jax.Array:
       return apply(block, x, positions)
 

@@ -63,12 +63,12 @@ def model_config(model: ml_collections.ConfigDict, tokenizer_vocab_size: int | N
     raise ValueError(f"invalid model config: model.{e}") from e
 
 
-NUMERICS_FIELDS = ("dtype", "param_dtype", "remat")
+NUMERICS_FIELDS = ("dtype", "param_dtype", "remat", "scan_unroll")
 
 
 def numerics(model: ml_collections.ConfigDict) -> dict:
   """The fields of the `model` section that a checkpoint does not fix (dtype, param_dtype,
-  remat)."""
+  remat, scan_unroll)."""
   return {k: model[k] for k in NUMERICS_FIELDS}
 
 

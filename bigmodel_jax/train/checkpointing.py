@@ -57,9 +57,12 @@ def run_identity(model_config, optimizer_name: str) -> dict[str, Any]:
   """What must match for a checkpoint to be resumable: the model config and the optimizer name.
 
   The other `opt.*` settings (learning rate, schedule, betas, ...) may change between runs: a
-  rerun with a lower `opt.lr` resumes the same optimizer state.
+  rerun with a lower `opt.lr` resumes the same optimizer state, and `model.scan_unroll` (how the
+  stacked layers are executed, not what is stored) may change too.
   """
-  return {"model": dataclasses.asdict(model_config), "opt.name": optimizer_name}
+  model = dataclasses.asdict(model_config)
+  del model["scan_unroll"]
+  return {"model": model, "opt.name": optimizer_name}
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_state, identity,

@@ -113,6 +113,13 @@ def _nonfinite_stop(error: NonFiniteError, manager) -> NonFiniteError:
       "change between runs).")
 
 
+def _device_peak_bytes() -> int | None:
+  """The most memory the first local device has held in this process (None on CPU, which keeps
+  no statistics)."""
+  stats = jax.local_devices()[0].memory_stats()
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates and checkpoints the model of `config`; resumes from `workdir` if possible.
 
@@ -267,6 +274,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "eval_tokens": eval_tokens,
       "data": data.description,
       "tokens_per_s": tokens_per_step * timed_steps / train_time if timed_steps else None,
+      "mfu": (flops_per_step * timed_steps / train_time / (peak * jax.device_count())
+              if timed_steps and peak else None),
+      "device_peak_bytes": _device_peak_bytes(),
       "wall_time_s": time.time() - start_time,
       "devices": jax.device_count(),
       "device_kind": jax.devices()[0].device_kind,
