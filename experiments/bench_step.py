@@ -14,17 +14,16 @@ For each (context, batch) shape of `bench.shapes`, in one process, on one device
 The step and nanoGPT alternate over `bench.rounds` rounds (after `bench.warmup` untimed steps
 each, then `bench.settle_s` seconds idle, so that neither is timed while the other's worker
 threads still spin); the figures are medians over rounds, and `ratio` = project tokens/s /
-nanoGPT tokens/s (both steps alone; `loop_ratio` with the pipeline). The profile summary of
-each compiled step comes from XLA: the instructions executed at top level (each one a thunk of
-XLA:CPU's runtime) by opcode, and the compiler's flop and byte counts (`cost_analysis`).
+nanoGPT tokens/s (both steps alone; `loop_ratio` with the pipeline). Each compiled step is also
+profiled (experiments/xla_cpu_profile.py): its thunks by opcode and XLA's flop count, and from a
+`jax.profiler` trace of `bench.profile_steps` steps the thread time of the matmul thunks against
+all the others, with the costliest of those named.
 
 Writes config.json, metrics.jsonl (one row per round and shape), summary.json and
-tokens_per_s.png into the workdir.
+tokens_per_s.png into the workdir (and the profiler traces into workdir/trace/).
 """
 
-import collections
 import os
-import re
 import statistics
 import time
 
@@ -41,7 +40,7 @@ from bigmodel_jax.train import builders, outputs, plots, sharding
 from bigmodel_jax.train.metrics import MetricWriter
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_train_step
-from experiments import cli
+from experiments import cli, xla_cpu_profile
 from experiments.nanogpt_reference import NanoGPT, make_step
 
 
@@ -89,33 +88,6 @@ class ProjectStep:
       self.state, metrics = self.step(self.state, batch)
     jax.block_until_ready((self.state, metrics))
     return time.perf_counter() - start
-
-
-def profile_summary(compiled) -> dict:
-  """What XLA:CPU executes per step: top-level instructions by opcode, flops and bytes.
-
-  Top-level means the instructions of the entry computation and of the control-flow
-  computations it calls (the layer scan's while body), not those inside fusions: each is one
-  thunk of the runtime, so their number is the per-step dispatch count.
-  """
-  text = compiled.as_text()
-  fused = set(re.findall(r"calls=(%[\w.\-]+)", text))
-  counts, computation, in_fused = collections.Counter(), None, False
-  for line in text.splitlines():
-    header = re.match(r"^(?:ENTRY )?(%[\w.\-]+) ", line)
-    if header and line.rstrip().endswith("{"):
-      computation = header.group(1)
-      in_fused = computation in fused
-      continue
-    op = re.match(r"^\s+(?:ROOT )?%[\w.\-]+ = \S+ (\w[\w\-]*)\(", line)
-    if op and computation and not in_fused and op.group(1) not in ("parameter", "constant",
-                                                                    "get-tuple-element", "tuple"):
-      counts[op.group(1)] += 1
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  return {"thunks": sum(counts.values()), "by_opcode": dict(counts.most_common()),
-          "flops": float(cost.get("flops", 0.0)),
-          "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
 
 
 def nanogpt_step(config: ml_collections.ConfigDict, vocab_size: int, batch: dict):
@@ -167,8 +139,10 @@ def time_pipeline(iterator, batches: int) -> float:
   return (time.perf_counter() - start) / batches
 
 
-def bench_shape(config: ml_collections.ConfigDict, writer: MetricWriter, bar) -> dict:
-  """Every figure of one shape (see the module docstring)."""
+def bench_shape(config: ml_collections.ConfigDict, writer: MetricWriter, bar, trace_dir: str
+                ) -> dict:
+  """Every figure of one shape (see the module docstring); the profiler trace goes to
+  `trace_dir`."""
   bench = config.bench
   data = builders.make_data(config)
   vocab_size = data.tokenizer.vocab_size
@@ -205,7 +179,9 @@ def bench_shape(config: ml_collections.ConfigDict, writer: MetricWriter, bar) ->
           "nanogpt_threads": threads,
           "pipeline_ms_per_batch": 1e3 * time_pipeline(iterator, bench.pipeline_batches),
           **median, "ratio_per_round": [row["ratio"] for row in rounds],
-          "profile": profile_summary(project.compiled)}
+          "profile": xla_cpu_profile.static_summary(project.compiled),
+          "runtime_profile": xla_cpu_profile.runtime_summary(
+              project.run, bench.profile_steps, project.compiled, trace_dir)}
 
 
 def plot_throughput(shapes: dict, path: str) -> None:
@@ -233,8 +209,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   shapes = {}
   with tqdm.tqdm(total=len(config.bench.shapes) * config.bench.rounds, desc="rounds") as bar:
     for seq_len, batch in config.bench.shapes:
-      shapes[f"{seq_len}x{batch}"] = bench_shape(shape_config(config, seq_len, batch), writer,
-                                                 bar)
+      name = f"{seq_len}x{batch}"
+      shapes[name] = bench_shape(shape_config(config, seq_len, batch), writer, bar,
+                                 os.path.join(workdir, "trace", name))
   writer.close()
   summary = {"shapes": shapes, "backend": jax.default_backend(),
              "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),

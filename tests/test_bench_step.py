@@ -31,6 +31,10 @@ def test_small_benchmark_writes_every_output(tmp_path):
   assert shape["ratio"] > 0 and shape["nanogpt_threads"] in config.bench.torch_threads
   assert shape["profile"]["thunks"] == sum(shape["profile"]["by_opcode"].values()) > 0
   assert shape["profile"]["flops"] > 0
+  runtime = shape["runtime_profile"]
+  assert runtime["matmul_thread_ms"] > 0 and runtime["other_thread_ms"] > 0
+  assert runtime["thunk_thread_ms"] == runtime["matmul_thread_ms"] + runtime["other_thread_ms"]
+  assert len(runtime["top_other"]) == 8
   lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
   rows = [json.loads(line) for line in lines]
   assert len(rows) == config.bench.rounds
