@@ -39,5 +39,6 @@ def get_config(settings: str = "full") -> ml_collections.ConfigDict:
       torch_threads=(1, 2),  # nanoGPT runs at the fastest of these (chosen per shape)
       settle_s=0.0 if small else 1.0,  # idle seconds before each timing (spinning threads stop)
       profile_steps=2 if small else 5,  # steps traced by jax.profiler (runtime profile)
+      op_repeats=2 if small else 20,  # calls per timing of each operation (op_timings.py)
   ))
   return c

@@ -17,7 +17,8 @@ threads still spin); the figures are medians over rounds, and `ratio` = project 
 nanoGPT tokens/s (both steps alone; `loop_ratio` with the pipeline). Each compiled step is also
 profiled (experiments/xla_cpu_profile.py): its thunks by opcode and XLA's flop count, and from a
 `jax.profiler` trace of `bench.profile_steps` steps the thread time of the matmul thunks against
-all the others, with the costliest of those named.
+all the others, with the costliest of those named; and the step's matmul, GELU and attention
+one at a time against PyTorch's (experiments/op_timings.py).
 
 Writes config.json, metrics.jsonl (one row per round and shape), summary.json and
 tokens_per_s.png into the workdir (and the profiler traces into workdir/trace/).
@@ -40,7 +41,7 @@ from bigmodel_jax.train import builders, outputs, plots, sharding
 from bigmodel_jax.train.metrics import MetricWriter
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_train_step
-from experiments import cli, xla_cpu_profile
+from experiments import cli, op_timings, xla_cpu_profile
 from experiments.nanogpt_reference import NanoGPT, make_step
 
 
@@ -181,7 +182,10 @@ def bench_shape(config: ml_collections.ConfigDict, writer: MetricWriter, bar, tr
           **median, "ratio_per_round": [row["ratio"] for row in rounds],
           "profile": xla_cpu_profile.static_summary(project.compiled),
           "runtime_profile": xla_cpu_profile.runtime_summary(
-              project.run, bench.profile_steps, project.compiled, trace_dir)}
+              project.run, bench.profile_steps, project.compiled, trace_dir),
+          "op_ratios": op_timings.op_ratios(
+              config.train.global_batch_size * config.data.seq_len, config.model.embed_dim,
+              config.model.num_heads, config.data.seq_len, bench.rounds, bench.op_repeats)}
 
 
 def plot_throughput(shapes: dict, path: str) -> None:

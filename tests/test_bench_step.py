@@ -35,6 +35,8 @@ def test_small_benchmark_writes_every_output(tmp_path):
   assert runtime["matmul_thread_ms"] > 0 and runtime["other_thread_ms"] > 0
   assert runtime["thunk_thread_ms"] == runtime["matmul_thread_ms"] + runtime["other_thread_ms"]
   assert len(runtime["top_other"]) == 8
+  assert set(shape["op_ratios"]) == {"matmul", "gelu_tanh_fwd_bwd", "causal_attention_fwd_bwd"}
+  assert all(op["ratio"] > 0 for op in shape["op_ratios"].values())
   lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
   rows = [json.loads(line) for line in lines]
   assert len(rows) == config.bench.rounds
