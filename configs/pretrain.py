@@ -1,4 +1,4 @@
-"""`make pretrain`: a small byte-level GPT-2 on the embedded corpus, ~10 minutes on 2 CPU cores."""
+"""`make pretrain`: a small byte-level GPT-2 on the embedded corpus, ~5 minutes on 2 CPU cores."""
 
 from configs import default
 
