@@ -123,6 +123,7 @@ def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool
   def reporting_main(argv: list[str]) -> None:
     quiet_third_party_logging()
     std_logging.getLogger("absl").addFilter(_OrbaxErrorFilter())
+    std_logging.getLogger("asyncio").addFilter(_OrbaxErrorFilter())
     sys.unraisablehook = _without_closed_loop_callbacks(sys.unraisablehook)
     try:
       if "config" in flags.FLAGS and isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
@@ -135,11 +136,16 @@ def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool
 
 
 class _OrbaxErrorFilter(std_logging.Filter):
-  """Drops the ERROR records (with tracebacks) that orbax logs from its background threads."""
+  """Drops the ERROR records (with tracebacks) of orbax's failed background writes: those orbax
+  logs itself, and asyncio's "Task exception was never retrieved" for its write tasks (logged,
+  or not, depending on when the task is garbage-collected)."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return not (record.levelno >= std_logging.ERROR
-                and f"{os.sep}orbax{os.sep}" in record.pathname)
+    if record.levelno < std_logging.ERROR:
+      return True
+    if f"{os.sep}orbax{os.sep}" in record.pathname:
+      return False
+    return not (record.name == "asyncio" and "orbax" in record.getMessage())
 
 
 def _without_closed_loop_callbacks(hook: Callable) -> Callable:

@@ -3,6 +3,7 @@ their keys are documented, the optimizers and the config files; third-party INFO
 default; one `error:` line for an override of a missing key or a bad value."""
 
 import glob
+import logging as std_logging
 import os
 import subprocess
 import sys
@@ -107,3 +108,19 @@ def test_missing_key_of_an_existing_section():
                      "--config.train.log_every?")
   argv = ["prog", "--config=configs/gem.py", "--config.seed=1"]
   assert cli.unknown_override_message(argv) is None
+
+
+def test_orbax_write_failures_are_not_logged_again_by_asyncio():
+  """A failed background write reaches the user as one CheckpointError; orbax's own records and
+  asyncio's "Task exception was never retrieved" for its write tasks are dropped, others kept."""
+  orbax_filter = cli._OrbaxErrorFilter()  # pylint: disable=protected-access
+
+  def record(name, message, path="/lib/python3.11/asyncio/base_events.py"):
+    return std_logging.LogRecord(name, std_logging.ERROR, path, 1, message, None, None)
+
+  unretrieved = "Task exception was never retrieved\nfuture: <Task coro=<{}() defined at {}>>"
+  assert not orbax_filter.filter(record(
+      "asyncio", unretrieved.format("async_serialize_from_host", "/site/orbax/checkpoint/s.py")))
+  assert orbax_filter.filter(record("asyncio", unretrieved.format("fetch", "/site/app/io.py")))
+  assert not orbax_filter.filter(record("absl", "write failed", "/site/orbax/checkpoint/a.py"))
+  assert orbax_filter.filter(record("absl", "a real error", "/site/app/main.py"))
