@@ -54,21 +54,16 @@ def shape_config(config: ml_collections.ConfigDict, seq_len: int, batch: int
   return shaped
 
 
-def _rules(config: ml_collections.ConfigDict) -> tuple:
-  return tuple((name, tuple(axes) if isinstance(axes, list | tuple) else axes)
-               for name, axes in config.sharding_rules)
-
-
 class ProjectStep:
   """The project's compiled train step at one shape, with its state and one device batch."""
 
   def __init__(self, config: ml_collections.ConfigDict, vocab_size: int, first_batch: dict):
-    mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+    mesh = sharding.make_mesh(dict(config.mesh), devices=jax.devices()[:1])
     model_config = builders.model_config(config.model, vocab_size)
     self.num_params = model_config.num_params()
     optimizer, schedule = make_optimizer(config.opt, config.train.steps)
     graphdef, self.state, shardings = init_train_state(model_config, optimizer, mesh,
-                                                       _rules(config), config.seed)
+                                                       builders.sharding_rules(config), config.seed)
     self.batch_sharding = sharding.batch_sharding(mesh)
     self.step = jax.jit(make_train_step(graphdef, optimizer, schedule),
                         in_shardings=(shardings, self.batch_sharding),

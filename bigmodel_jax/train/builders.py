@@ -85,9 +85,13 @@ def mesh_and_rules(config: ml_collections.ConfigDict):
     mesh = sharding.make_mesh(dict(config.mesh))
   except ValueError as e:
     raise ValueError(f"mesh: {e}") from e
-  rules = tuple((name, tuple(axes) if isinstance(axes, list | tuple) else axes)
-                for name, axes in config.sharding_rules)
-  return mesh, rules
+  return mesh, sharding_rules(config)
+
+
+def sharding_rules(config: ml_collections.ConfigDict) -> tuple:
+  """The logical-to-mesh axis rules of `config.sharding_rules`, as hashable tuples."""
+  return tuple((name, tuple(axes) if isinstance(axes, list | tuple) else axes)
+               for name, axes in config.sharding_rules)
 
 
 def check_batch_divisibility(global_batch_size: int, grad_accum_steps: int, mesh) -> None:
