@@ -6,8 +6,16 @@ Any value is overridable from the command line, e.g. `--config.opt.lr=3e-4`.
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """The default pre-training config: a 0.86M-parameter byte-level GPT-2 on the embedded corpus."""
+def get_config(*sections: str) -> ml_collections.ConfigDict:
+  """The default pre-training config: a 0.86M-parameter byte-level GPT-2 on the embedded corpus.
+
+  Args:
+    *sections: keep only these top-level keys (an experiment's config holds only the sections
+      the experiment reads; experiments/cli.py refuses any other). None given: all of them.
+
+  Returns:
+    The config.
+  """
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -113,4 +121,9 @@ def get_config() -> ml_collections.ConfigDict:
       ("layers", None),
       ("length", None),
   )
+  if unknown := set(sections) - set(c.keys()):
+    raise ValueError(f"configs/default.py has no sections {sorted(unknown)}; it has "
+                     f"{list(c.keys())}")
+  for key in set(c.keys()) - set(sections or c.keys()):
+    del c[key]
   return c

@@ -5,7 +5,9 @@ r"""A Bradley-Terry reward model on arithmetic preference pairs.
 
 Pairs are two corrupted answers to one addition problem, the one with more right characters
 preferred (`rl.reward_model.preference_pairs`); train pairs come from the train problems, the
-held-out pairs from the validation problems. `get_config("small")` is a seconds-long version.
+held-out pairs from the validation problems. The optimizer is the factory's (`opt`, Adam by
+default: b2 = 0.999, constant learning rate, no decay or clipping). `get_config("small")` is a
+seconds-long version.
 """
 
 from configs import default
@@ -13,7 +15,9 @@ from configs import default
 
 def get_config(mode: str = ""):
   """The reward-model experiment; mode "small" shrinks every size for an end-to-end test."""
-  c = default.get_config()
+  c = default.get_config("seed", "model", "opt")
+  c.opt.update(name="adamw", lr=1e-3, schedule="constant", warmup_steps=0, b2=0.999,
+               weight_decay=0.0, max_grad_norm=0.0)  # Adam
   c.model.update(num_layers=2, num_heads=2, num_kv_heads=2, head_dim=32, embed_dim=64,
                  mlp_dim=256, max_seq_len=16)
   c.task = dict(digits=2, validation_fraction=0.2, split_seed=0)
@@ -22,7 +26,6 @@ def get_config(mode: str = ""):
       heldout_pairs=2000,
       steps=400,
       batch_size=64,
-      lr=1e-3,
       log_every=25,
   )
   if mode == "small":

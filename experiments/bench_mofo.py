@@ -25,12 +25,12 @@ import optax
 from absl import app, flags
 from flax import nnx
 
-from bigmodel_jax import blocks
+from bigmodel_jax import blocks, sharding
 from bigmodel_jax.models import LAYER_AXES
 from bigmodel_jax.optim import native_select
 from bigmodel_jax.optim.factory import decay_mask
 from bigmodel_jax.optim.mofo import default_partition, mofo, momentum_mask
-from bigmodel_jax.train import builders, state
+from bigmodel_jax.train import builders
 from experiments import cli
 
 HYPER = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
@@ -41,7 +41,7 @@ def parameter_shapes(name: str):
   module, _, arg = name.partition(":")
   config = importlib.import_module(f"configs.{module}").get_config(*([arg] if arg else []))
   model_config = builders.model_config(config.model, 257)
-  return nnx.to_pure_dict(state.abstract_model(model_config)[1])
+  return nnx.to_pure_dict(sharding.abstract_model(model_config)[1])
 
 
 def random_tree(shapes, seed: int):

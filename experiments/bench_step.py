@@ -36,8 +36,9 @@ import tqdm
 from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 
+from bigmodel_jax import sharding
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, outputs, plots, sharding
+from bigmodel_jax.train import builders, outputs, plots
 from bigmodel_jax.train.metrics import MetricWriter
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_train_step

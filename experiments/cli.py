@@ -27,7 +27,7 @@ import importlib
 import logging as std_logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import ml_collections
@@ -95,21 +95,25 @@ def define_config_and_workdir(config_help: str = "Experiment config file.",
   flags.mark_flags_as_required(["config", "workdir"])
 
 
-def run(main: Callable[[list[str]], None], data_feeds_model: bool = True) -> None:
+def run(main: Callable[[list[str]], None], data_feeds_model: bool = True,
+        reads: Sequence[str] | None = None) -> None:
   """`app.run(main)` with the error reporting of this module and the config checked first.
 
   Before `main` runs, the `--config` of the experiment (if it has one) goes through
-  `config_checks.check_config`, so a value outside its domain stops the run before any work.
+  `config_checks.check_config`, so a value outside its domain stops the run before any work,
+  and, when the experiment declares `reads`, through `config_checks.check_sections`, so a
+  section the experiment never reads is an error instead of being ignored.
 
   Args:
     main: the experiment's main(argv).
     data_feeds_model: False for experiments whose model does not run at `data.seq_len` or is not
       built from the `model` section (see `config_checks.relation_errors`).
+    reads: the top-level config keys the experiment reads.
   """
   module = sys.modules["__main__"]
   if "config" in flags.FLAGS:
     module.__doc__ = (module.__doc__ or "") + config_help()
-  app.run(_reporting(main, data_feeds_model), flags_parser=_parse_flags)
+  app.run(_reporting(main, data_feeds_model, reads), flags_parser=_parse_flags)
 
 
 def fail(message: str) -> NoReturn:
@@ -118,8 +122,8 @@ def fail(message: str) -> NoReturn:
   sys.exit(1)
 
 
-def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool
-               ) -> Callable[[list[str]], None]:
+def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool,
+               reads: Sequence[str] | None) -> Callable[[list[str]], None]:
   def reporting_main(argv: list[str]) -> None:
     quiet_third_party_logging()
     std_logging.getLogger("absl").addFilter(_OrbaxErrorFilter())
@@ -128,6 +132,8 @@ def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool
     try:
       if "config" in flags.FLAGS and isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
         config_checks.check_config(flags.FLAGS.config, data_feeds_model)
+        if reads is not None:
+          config_checks.check_sections(flags.FLAGS.config, reads)
       main(argv)
     except RunError as e:
       fail(str(e))

@@ -95,7 +95,7 @@ def update_time(config) -> dict:
   """(c) Jitted update + apply time, Adam-mini / optax.adamw, interleaved, median ratio."""
   from flax import nnx
 
-  from bigmodel_jax.train.state import abstract_model
+  from bigmodel_jax.sharding import abstract_model
 
   model_config = _model(_named_config(config.compare.update_time_model, config))
   _, abstract = abstract_model(model_config)

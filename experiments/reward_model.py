@@ -20,6 +20,7 @@ from flax import nnx
 
 from bigmodel_jax.data.arithmetic import ArithmeticSource
 from bigmodel_jax.data.tokenizers import ByteTokenizer
+from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.rl.reward_model import PreferencePairs, bradley_terry_loss, preference_pairs
 from bigmodel_jax.rl.value_model import ValueModel
 from bigmodel_jax.train import builders, outputs, plots
@@ -28,6 +29,9 @@ from experiments import cli
 
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
+
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = ("seed", "model", "opt", "task", "reward_model")
 
 
 def _batch(pairs: PreferencePairs, rng: np.random.Generator, size: int) -> PreferencePairs:
@@ -61,7 +65,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model_config = builders.model_config(config.model, ByteTokenizer.vocab_size)
   graphdef, params = nnx.split(ValueModel(model_config, rngs=nnx.Rngs(config.seed)))
   params = nnx.to_pure_dict(params)
-  optimizer = optax.adam(c.lr)
+  optimizer, _ = make_optimizer(config.opt, c.steps)
   opt_state = optimizer.init(params)
 
   @jax.jit
@@ -87,7 +91,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {"heldout_pair_accuracy": rows[-1]["heldout_pair_accuracy"],
              "train_pair_accuracy": float(evaluate(params, train)[1]),
              "train_pairs": len(train.prompts), "heldout_pairs": len(heldout.prompts),
-             "steps": c.steps, "num_params": int(sum(x.size for x in jax.tree.leaves(params)))}
+             "steps": c.steps, "optimizer": config.opt.name,
+             "num_params": int(sum(x.size for x in jax.tree.leaves(params)))}
   outputs.write_summary(summary, workdir)
   plot(rows, os.path.join(workdir, "reward_model.png"))
   return summary
@@ -100,4 +105,4 @@ def main(argv):
 
 if __name__ == "__main__":
   cli.define_config_and_workdir()
-  cli.run(main, data_feeds_model=False)
+  cli.run(main, data_feeds_model=False, reads=READS)

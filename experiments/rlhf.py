@@ -31,6 +31,7 @@ from bigmodel_jax.data.arithmetic import ArithmeticSource, encode_prompts
 from bigmodel_jax.data.tokenizers import ByteTokenizer
 from bigmodel_jax.models import create_model
 from bigmodel_jax.models.sampling import SamplingOptions, generate
+from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.rl.gradient_variance import gradient_estimates, total_variance
 from bigmodel_jax.rl.logprobs import response_log_probs
 from bigmodel_jax.rl.memory import compile_step, compiled_memory
@@ -43,6 +44,10 @@ PHASES = ("generation", "reward", "reference", "update")
 GROUP_METHODS = ("rloo", "grpo")
 
 
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = ("seed", "model", "opt", "task", "sft", "rl")
+
+
 def prompt_batches(source: ArithmeticSource, count: int, size: int, seed: int) -> np.ndarray:
   """int32[count, size, p]: random problems of `source` as prompts (seeded)."""
   rng = np.random.default_rng(seed)
@@ -52,9 +57,11 @@ def prompt_batches(source: ArithmeticSource, count: int, size: int, seed: int) -
                    for row in indices])
 
 
-def supervised_fine_tune(graphdef, params, batches: np.ndarray, digits: int, lr: float):
-  """Teacher-forced cross-entropy on the answers (and their newline) of `batches`."""
-  optimizer = optax.adam(lr)
+def supervised_fine_tune(graphdef, params, batches: np.ndarray, digits: int,
+                         opt: ml_collections.ConfigDict):
+  """Teacher-forced cross-entropy on the answers (and their newline) of `batches`, with the
+  optimizer of the `sft.opt` section."""
+  optimizer, _ = make_optimizer(opt, len(batches))
 
   @jax.jit
   def step(params, opt_state, prompts):
@@ -140,10 +147,11 @@ def fused_step_cost(method: rl.Method, state, prompts, key, repeats: int) -> dic
 def run_method(name: str, context: dict, writer: MetricWriter) -> dict:
   """Trains one method from the SFT start; returns its summary entry."""
   c = context["config"].rl
-  optimizer = optax.adam(c.lr)
+  options = method_options(name, c)
+  optimizer, _ = make_optimizer(context["config"].opt, c.steps * options.epochs)
   method, state = rl.make_method(name, context["model_config"], context["graphdef"],
                                  context["sft_params"], optimizer,
-                                 arithmetic_reward(context["digits"]), method_options(name, c))
+                                 arithmetic_reward(context["digits"]), options)
   phased, batches, greedy_reward = PhasedStep(method), context["batches"], context["greedy"]
   base_key = jax.random.key(context["config"].seed)
   bar = progress_bar(c.steps, 0)
@@ -161,8 +169,11 @@ def run_method(name: str, context: dict, writer: MetricWriter) -> dict:
   bar.close()
   cost = fused_step_cost(method, state, jnp.asarray(batches[0]), base_key, c.time_repeats)
   timed = rows[1:] or rows  # the first step compiles
+  changed = jax.tree.map(lambda new, old: (new != old).sum(), state.params, context["sft_params"])
   return {
       "final_greedy_reward": rows[-1]["eval_greedy_reward"],
+      "fraction_params_changed": float(sum(jax.tree.leaves(changed))) / sum(
+          x.size for x in jax.tree.leaves(state.params)),
       "final_sampled_reward": float(np.mean([r["sampled_reward"] for r in rows[-c.log_every:]])),
       "state_bytes": cost["state_bytes"]["total"],
       "state_bytes_by_part": cost["state_bytes"],
@@ -211,7 +222,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   initial_reward = float(greedy(params))
   sft_batches = prompt_batches(train, config.sft.steps, config.sft.batch_size, config.seed + 1)
   sft_params, sft_loss = supervised_fine_tune(graphdef, params, sft_batches, digits,
-                                              config.sft.lr)
+                                              config.sft.opt)
   sft = {"greedy_reward": float(greedy(sft_params)), "initial_greedy_reward": initial_reward,
          "final_loss": sft_loss, "steps": config.sft.steps}
   print(f"SFT: {sft}", flush=True)
@@ -223,7 +234,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = MetricWriter(workdir)
   methods = {name: run_method(name, context, writer) for name in c.methods}
   writer.close()
-  summary = {"sft": sft, "num_params": model_config.num_params(),
+  summary = {"sft": sft, "num_params": model_config.num_params(), "optimizer": config.opt.name,
              "methods": {n: {k: v for k, v in m.items() if k != "curve"}
                          for n, m in methods.items()}}
   if c.variance_batches:
@@ -245,4 +256,4 @@ def main(argv):
 
 if __name__ == "__main__":
   cli.define_config_and_workdir()
-  cli.run(main, data_feeds_model=False)
+  cli.run(main, data_feeds_model=False, reads=READS)

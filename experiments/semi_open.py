@@ -34,6 +34,7 @@ from flax import nnx, serialization
 from bigmodel_jax import hf
 from bigmodel_jax.data import ByteTokenizer, arithmetic, make_tokenizer
 from bigmodel_jax.data.tokenizers import HF_PREFIX
+from bigmodel_jax.models.sampling import make_greedy_decoder
 from bigmodel_jax.semi_open import corpus, propagation, recovery
 from bigmodel_jax.semi_open.customisation import arithmetic_batches, customise
 from bigmodel_jax.semi_open.freezing import trainable_mask
@@ -43,9 +44,9 @@ from bigmodel_jax.semi_open.recovery_difficulty import (
   rd_curve,
 )
 from bigmodel_jax.semi_open.replacement import fresh_params, layer_mask, replace_layers
+from bigmodel_jax.sharding import abstract_model
 from bigmodel_jax.train import builders, outputs
 from bigmodel_jax.train.metrics import MetricWriter
-from bigmodel_jax.train.state import abstract_model
 from experiments import cli
 from experiments import semi_open_report as report
 
@@ -300,7 +301,7 @@ def customisation_section(config: ml_collections.ConfigDict, victim: Victim, n_s
   batches = _stacked(arithmetic_batches(sources["train"], cc.steps, cc.batch_size, cc.seq_len,
                                         config.seed))
   trainer = recovery.MaskedTrainer(victim.graphdef, cc.opt, cc.steps, victim.params)
-  decode = arithmetic.make_greedy_decoder(victim.graphdef, cc.digits + 1)
+  decode = make_greedy_decoder(victim.graphdef, cc.digits + 1)
   schemes = {"Open": range(num_layers), "SCARA": range(n_star, num_layers),
              "SAP-like": range(config.recovery.sap_public),
              f"Top-hide-{n_star}": range(num_layers - n_star)}

@@ -19,8 +19,9 @@ import numpy as np
 from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 
+from bigmodel_jax import sharding
 from bigmodel_jax.optim.factory import make_optimizer, opt_with
-from bigmodel_jax.train import builders, metrics, outputs, plots, sharding
+from bigmodel_jax.train import builders, metrics, outputs, plots
 from bigmodel_jax.train.fused_step import make_fused_train_step
 from bigmodel_jax.train.loop import evaluate
 from bigmodel_jax.train.state import init_train_state

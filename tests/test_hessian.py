@@ -10,9 +10,8 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bigmodel_jax import blocks, hessian
+from bigmodel_jax import blocks, hessian, sharding
 from bigmodel_jax.models import TransformerConfig, create_model
-from bigmodel_jax.train import sharding
 
 LAYERS = {"layers": 0}  # the test trees stack their layers on axis 0 under "layers"
 
@@ -344,7 +343,7 @@ def test_monitor_passes_updates_and_records_top_eigenvalues():
   opt = optax.chain(monitor, optax.sgd(0.1))
   state = opt.init(params)
   grads = jax.grad(loss_fn)(params)
-  step = jax.jit(lambda g, s, p: opt.update(g, s, p, loss_fn=loss_fn))
+  step = jax.jit(lambda g, s, p: opt.update(g, s, p, value_fn=loss_fn))
   updates, state = step(grads, state, params)
   expected_updates, _ = optax.sgd(0.1).update(grads, optax.sgd(0.1).init(params), params)
   for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(expected_updates)):

@@ -11,10 +11,10 @@ import torch
 import transformers
 from flax import nnx, traverse_util
 
-from bigmodel_jax import hf
+from bigmodel_jax import hf, sharding
 from bigmodel_jax.hf import layout
-from bigmodel_jax.train import builders, sharding
-from bigmodel_jax.train.state import abstract_model
+from bigmodel_jax.sharding import abstract_model
+from bigmodel_jax.train import builders
 from configs import default
 
 TOKENS = np.random.default_rng(0).integers(0, 96, (2, 12))

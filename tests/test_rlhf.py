@@ -3,8 +3,12 @@
 import json
 import os
 
-from configs import rlhf_arithmetic
-from experiments import rlhf
+import pytest
+
+from bigmodel_jax.train import config_checks
+from bigmodel_jax.train.errors import ConfigError
+from configs import default, reward_model_arithmetic, rlhf_arithmetic
+from experiments import reward_model, rlhf
 
 
 def test_small_rlhf_run_writes_summary_metrics_and_plots(tmp_path):
@@ -26,3 +30,26 @@ def test_small_rlhf_run_writes_summary_metrics_and_plots(tmp_path):
   assert all("time_generation_s" in r and "eval_greedy_reward" in r for r in rows)
   for png in ("rlhf_curves.png", "rlhf_cost.png"):
     assert os.path.getsize(os.path.join(workdir, png)) > 0
+
+
+def test_the_rl_phase_trains_with_the_configs_optimizer(tmp_path):
+  config = rlhf_arithmetic.get_config("small")
+  config.rl.update(methods=("remax",), variance_batches=0)
+  summaries = {}
+  for name in ("adamw", "mofo"):
+    config.opt.update(name=name, fraction=0.1)
+    summaries[name] = rlhf.run(config, str(tmp_path / name))
+  assert summaries["mofo"]["optimizer"] == "mofo"
+  adam, mofo = (summaries[n]["methods"]["remax"]["fraction_params_changed"]
+                for n in ("adamw", "mofo"))
+  assert adam > 0.9  # Adam moves (almost) every weight
+  assert 0 < mofo <= 0.1 * 2 + 0.01  # MoFO: at most 10% of each block per step, 2 steps
+
+
+@pytest.mark.parametrize("module, experiment", [(rlhf_arithmetic, rlhf),
+                                                (reward_model_arithmetic, reward_model)])
+def test_the_config_holds_only_what_the_experiment_reads(module, experiment):
+  for mode in ("", "small"):
+    config_checks.check_sections(module.get_config(mode), experiment.READS)
+  with pytest.raises(ConfigError, match="'data' is read by no code of this experiment"):
+    config_checks.check_sections(default.get_config(), experiment.READS)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bigmodel_jax.data.arithmetic import make_greedy_decoder
 from bigmodel_jax.models import TransformerConfig, create_model
 from bigmodel_jax.models.logit_filters import filter_logits, top_k_filter, top_p_filter
 from bigmodel_jax.models.sampling import SamplingOptions, generate, generate_sampled_and_greedy
+from experiments.bench_sampling import greedy_by_recompute
 
 TINY = dict(vocab_size=64, num_layers=2, num_heads=4, head_dim=8, embed_dim=32, mlp_dim=64,
             max_seq_len=24)
@@ -62,7 +62,7 @@ def test_greedy_equals_argmax_of_full_forward(arch):
   graphdef, params = _split(arch)
   out = generate(graphdef, params, prompts, jax.random.key(0),
                  SamplingOptions(max_new_tokens=10), greedy=True)
-  reference = make_greedy_decoder(graphdef, 10)(params, prompts)
+  reference = greedy_by_recompute(graphdef, 10)(params, prompts)
   np.testing.assert_array_equal(out.tokens, reference)
   assert bool(out.mask.all())
 

@@ -21,7 +21,7 @@ from bigmodel_jax.semi_open import (
 )
 from bigmodel_jax.semi_open.recovery import MaskedTrainer
 from bigmodel_jax.semi_open.recovery_difficulty import make_full_loss
-from bigmodel_jax.train.state import abstract_model
+from bigmodel_jax.sharding import abstract_model
 from configs import default
 from configs import semi_open as semi_open_config
 

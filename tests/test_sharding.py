@@ -4,7 +4,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from bigmodel_jax.train import sharding
+from bigmodel_jax import sharding
 
 
 def test_mesh_fills_the_minus_one_axis():

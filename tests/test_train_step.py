@@ -2,11 +2,12 @@
 
 import jax
 import numpy as np
+import optax
 import pytest
 
-from bigmodel_jax import losses
+from bigmodel_jax import losses, sharding
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, sharding
+from bigmodel_jax.train import builders
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_train_step
 from configs import default
@@ -125,3 +126,35 @@ def test_training_loss_is_selected_by_config():
   config.loss.name = "focal"
   with pytest.raises(ValueError, match="loss.name"):
     builders.token_loss(config.loss)
+
+
+def test_the_optimizer_receives_optax_extra_arguments():
+  config = _config()
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  received = {}
+
+  def update(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+    received.update(value=value, grad=grad, value_fn_value=value_fn(params),
+                    obj_fn_value=extra["obj_fn"](params), extra=sorted(extra))
+    return updates, state
+
+  recorder = optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+  model_config = builders.model_config(config.model, VOCAB)
+  graphdef, state, _ = init_train_state(model_config, recorder, mesh,
+                                       tuple(config.sharding_rules), seed=0)
+  batch = next(_batches(1))
+  _, metrics = make_train_step(graphdef, recorder, optax.constant_schedule(0.0))(state, batch)
+  assert received["extra"] == ["obj_fn"]
+  np.testing.assert_allclose(received["value"], metrics["loss"], rtol=1e-6)
+  np.testing.assert_allclose(received["value_fn_value"], metrics["loss"], rtol=1e-5)
+  np.testing.assert_allclose(received["obj_fn_value"], metrics["loss"], rtol=1e-5)
+  np.testing.assert_allclose(optax.tree.norm(received["grad"]), metrics["grad_norm"], rtol=1e-6)
+
+
+def test_a_loss_aware_optax_optimizer_trains_from_its_config_name():
+  config = _config()
+  config.opt.update(name="sophia", lr=1e-3)
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  params, losses = _run(config, mesh, steps=3)
+  assert all(np.isfinite(losses))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))

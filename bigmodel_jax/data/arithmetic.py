@@ -5,16 +5,13 @@ so that all prompts have one length: digits=2 gives "07+35=042\n" (prompt "07+35
 "042"). All 10^(2 digits) problems are enumerated and split into train / validation by a seeded
 permutation, so no validation problem is ever trained on. `ArithmeticSource` is a random-access
 source of {"text", "prompt", "completion"} for `make_lm_dataset(source=...)`;
-`exact_match_accuracy` decodes the answers greedily with the model and compares them with the
-truth.
+`exact_match_accuracy` compares the answers of a greedy decoder (given, so that this data module
+never runs a model) with the truth.
 """
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 SPLITS = ("train", "validation")
 
@@ -104,30 +101,6 @@ def encode_prompts(problems, tokenizer) -> np.ndarray:
   return np.asarray(rows, np.int32)
 
 
-def make_greedy_decoder(graphdef: nnx.GraphDef, answer_len: int):
-  """A jitted greedy decoder (params, prompts int32[b, p]) -> int32[b, answer_len].
-
-  No KV cache: each of the `answer_len` steps runs the model on the fixed-size buffer of
-  prompt + answer so far (the answers are a few tokens long).
-  """
-
-  @jax.jit
-  def decode(params, prompts):
-    batch, prompt_len = prompts.shape
-    buffer = jnp.concatenate([prompts, jnp.zeros((batch, answer_len), prompts.dtype)], axis=1)
-
-    def step(i, buffer):
-      logits = nnx.merge(graphdef, params)(buffer)
-      position = prompt_len - 1 + i
-      token = jnp.argmax(logits[:, position], axis=-1).astype(buffer.dtype)
-      return buffer.at[:, position + 1].set(token)
-
-    buffer = jax.lax.fori_loop(0, answer_len, step, buffer)
-    return buffer[:, prompt_len:]
-
-  return decode
-
-
 def exact_match_accuracy(decode, params, source: ArithmeticSource, tokenizer,
                          num_problems: int, batch_size: int = 256) -> float:
   """Fraction of the first `num_problems` problems of `source` whose greedy answer is exact.
@@ -137,7 +110,8 @@ def exact_match_accuracy(decode, params, source: ArithmeticSource, tokenizer,
   split "07+35=" into more or fewer tokens than "11+22=").
 
   Args:
-    decode: `make_greedy_decoder(graphdef, answer_len)` with answer_len = digits + 1.
+    decode: (params, prompts int32[b, p]) -> int32[b, >= digits + 1] greedy answers, e.g.
+      `models.sampling.make_greedy_decoder(graphdef, digits + 1)`.
     params: the model parameters.
     source: the problems.
     tokenizer: the tokenizer (encode, decode, eos_id).

@@ -2,10 +2,11 @@
 
 `hessian_monitor` is a `GradientTransformationExtraArgs` that passes the updates through
 unchanged and, every `every` steps, recomputes the top Hessian eigenvalue of each block with a
-short Lanczos run on the loss function it receives as an extra argument:
+short Lanczos run on the loss function it receives as optax's extra argument `value_fn`
+(the name optax's line searches use; the project's train step passes it):
 
     opt = optax.chain(hessian_monitor(every=100), optax.adamw(1e-3))
-    updates, state = opt.update(grads, state, params, loss_fn=lambda p: loss(p, batch))
+    updates, state = opt.update(grads, state, params, value_fn=lambda p: loss(p, batch))
 
 `block_top_eigenvalues` computes the same figures outside an optimizer, as a dict ready for a
 metrics writer ({"hessian/top_eig/<block>": value}).
@@ -116,8 +117,8 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
     mode: HVP mode.
 
   Returns:
-    A GradientTransformationExtraArgs; `update(updates, state, params, loss_fn=...)` needs
-    `params` and the extra argument `loss_fn(params) -> scalar`. Read the values with
+    A GradientTransformationExtraArgs; `update(updates, state, params, value_fn=...)` needs
+    `params` and the extra argument `value_fn(params) -> scalar`. Read the values with
     `monitor_metrics(state, params, ...)`.
   """
   if every < 1:
@@ -133,15 +134,15 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
     return HessianMonitorState(jnp.zeros((), jnp.int32), jax.random.key(seed),
                                jnp.full((n,), jnp.nan, jnp.float32), jnp.full((), -1, jnp.int32))
 
-  def update_fn(updates, state, params=None, *, loss_fn=None, **extra_args):
+  def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
     del extra_args
-    if params is None or loss_fn is None:
-      raise ValueError("hessian_monitor.update needs params and the extra argument loss_fn")
+    if params is None or value_fn is None:
+      raise ValueError("hessian_monitor.update needs params and the extra argument value_fn")
     blocks = blocks_of(params, warn=False)
 
     def compute(_):
       key = jax.random.fold_in(state.key, state.count)
-      values = top_eigenvalues(loss_fn, params, blocks, key, num_steps, mode=mode)
+      values = top_eigenvalues(value_fn, params, blocks, key, num_steps, mode=mode)
       return values.astype(jnp.float32), state.count
 
     values, last = jax.lax.cond(state.count % every == 0, compute,

@@ -18,18 +18,18 @@ import numpy as np
 from flax import nnx, traverse_util
 from jax.sharding import Mesh
 
+from bigmodel_jax import sharding
 from bigmodel_jax.hf import layout
 from bigmodel_jax.hf.config import (
-    CONFIG_FILE,
-    HFCheckpointError,
-    from_hf_config,
-    read_config,
-    to_hf_config,
+  CONFIG_FILE,
+  HFCheckpointError,
+  from_hf_config,
+  read_config,
+  to_hf_config,
 )
 from bigmodel_jax.hf.safetensors_files import SafetensorsReader, write_safetensors
 from bigmodel_jax.models import TransformerConfig
-from bigmodel_jax.train import sharding
-from bigmodel_jax.train.state import abstract_model
+from bigmodel_jax.sharding import abstract_model
 
 # Files copied along on export when a tokenizer directory is given.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

@@ -132,3 +132,24 @@ def generate_sampled_and_greedy(graphdef: nnx.GraphDef, params: dict, prompts: j
   out = generate(graphdef, params, both, key, options, greedy)
   return (jax.tree.map(lambda x: x[:num_sampled], out),
           jax.tree.map(lambda x: x[num_sampled:], out))
+
+
+def make_greedy_decoder(graphdef: nnx.GraphDef, max_new_tokens: int):
+  """The greedy decoder of a model, jitted: (params, prompts int32[b, p]) -> int32[b, n].
+
+  `generate` with every row greedy and fixed-length responses (no EOS), for scoring answers.
+
+  Args:
+    graphdef: the graph definition of a Transformer.
+    max_new_tokens: n, the response length.
+
+  Returns:
+    decode(params, prompts) -> the greedy tokens after each prompt.
+  """
+  options = SamplingOptions(max_new_tokens=max_new_tokens)
+
+  @jax.jit
+  def decode(params, prompts):
+    return generate(graphdef, params, prompts, jax.random.key(0), options, greedy=True).tokens
+
+  return decode

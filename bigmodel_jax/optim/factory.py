@@ -177,6 +177,15 @@ def _lion(opt, lr):
   return optax.lion(lr, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=decay_mask)
 
 
+@register("sophia")
+def _sophia(opt, lr):
+  # optax.contrib.sophia (Liu et al., 2023) needs the loss (`obj_fn`) for its Hutchinson
+  # estimate of the Hessian diagonal: the project's train step passes it as an extra argument.
+  _warn_outside_convergence_region(opt)
+  return optax.contrib.sophia(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                              weight_decay=opt.weight_decay, weight_decay_mask=decay_mask)
+
+
 @register("adam_mini")
 def _adam_mini(opt, lr):
   _warn_outside_convergence_region(opt)

@@ -10,7 +10,7 @@ from bigmodel_jax.rl.factory import make_method
 from bigmodel_jax.rl.options import RLOptions
 from bigmodel_jax.rl.rollout import Method
 from bigmodel_jax.rl.state import RLState, state_bytes
-from bigmodel_jax.train.state import abstract_model
+from bigmodel_jax.sharding import abstract_model
 
 
 def compile_step(method: Method, state: RLState, prompts: jax.Array, key: jax.Array):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bigmodel_jax.train.state import tree_bytes
+from bigmodel_jax.sharding import tree_bytes
 
 
 class RLState(NamedTuple):

@@ -32,7 +32,7 @@ def customise(trainer: MaskedTrainer, params: dict, mask: dict, batches: dict, d
     params: the victim's parameters.
     mask: `trainable_mask(params, public_blocks, train_others=False)`.
     batches: from `arithmetic_batches`.
-    decode: `arithmetic.make_greedy_decoder(graphdef, digits + 1)`.
+    decode: `models.sampling.make_greedy_decoder(graphdef, digits + 1)`.
     validation: the held-out problems.
     num_problems: how many of them are scored.
 

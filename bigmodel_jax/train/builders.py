@@ -12,7 +12,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 
-from bigmodel_jax import hf, losses
+from bigmodel_jax import hf, losses, sharding
 from bigmodel_jax.data import (
   TOKENIZER_NAMES,
   ByteTokenizer,
@@ -25,7 +25,6 @@ from bigmodel_jax.data import (
 )
 from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.models import TransformerConfig
-from bigmodel_jax.train import sharding
 
 TRANSFORMER_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
 

@@ -10,7 +10,7 @@ written to their workdir.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
@@ -145,3 +145,37 @@ def check_config(config: ml_collections.ConfigDict, data_feeds_model: bool = Tru
   problems = domain_errors(config) + relation_errors(config, data_feeds_model)
   if problems:
     raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def section_errors(config: ml_collections.ConfigDict, reads: Sequence[str]) -> list[str]:
+  """The top-level keys of `config` that the program does not read, and those it misses.
+
+  Args:
+    config: an experiment config.
+    reads: the top-level keys the experiment reads.
+
+  Returns:
+    One message per unread or missing key (empty: the config is the experiment's).
+  """
+  have, want = set(config.keys()), set(reads)
+  problems = [f"config key {key!r} is read by no code of this experiment (it reads "
+              f"{', '.join(sorted(want))}); remove it from the config file" for key in
+              sorted(have - want)]
+  problems += [f"the config has no {key!r}, which this experiment reads" for key in
+               sorted(want - have)]
+  return problems
+
+
+def check_sections(config: ml_collections.ConfigDict, reads: Sequence[str]) -> None:
+  """Raises a ConfigError when `config` holds a top-level key that the experiment never reads,
+  or lacks one it reads, so no setting is silently ignored.
+
+  Args:
+    config: an experiment config.
+    reads: the top-level keys the experiment reads.
+
+  Raises:
+    ConfigError: naming every such key.
+  """
+  if problems := section_errors(config, reads):
+    raise ConfigError("config does not fit the experiment: " + "; ".join(problems))

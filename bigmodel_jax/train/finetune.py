@@ -33,13 +33,15 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bigmodel_jax import hf
+from bigmodel_jax import hf, sharding
 from bigmodel_jax.data import arithmetic, make_lm_dataset
 from bigmodel_jax.data.tokenizers import HF_PREFIX
+from bigmodel_jax.models.sampling import make_greedy_decoder
 from bigmodel_jax.optim.factory import make_optimizer
-from bigmodel_jax.train import builders, checkpointing, metrics, outputs, plots, sharding
+from bigmodel_jax.sharding import abstract_model
+from bigmodel_jax.train import builders, checkpointing, metrics, outputs, plots
 from bigmodel_jax.train.loop import evaluate
-from bigmodel_jax.train.state import TrainState, abstract_model, state_shardings
+from bigmodel_jax.train.state import TrainState, state_shardings
 from bigmodel_jax.train.step import make_eval_step, make_train_step
 
 METHOD_PARAMETER = {"mofo": "fraction", "adamw_l2sp": "l2sp"}
@@ -182,7 +184,7 @@ class Context:
     self.eval_step = jax.jit(make_eval_step(self.graphdef),
                              in_shardings=(params_shardings, self.batch_sharding),
                              out_shardings=NamedSharding(self.mesh, PartitionSpec()))
-    self.decode = arithmetic.make_greedy_decoder(self.graphdef, ft.digits + 1)
+    self.decode = make_greedy_decoder(self.graphdef, ft.digits + 1)
 
   def ft_batches(self, split: str, **kwargs):
     ft = self.config.finetune

@@ -34,8 +34,9 @@ from jax.sharding import Mesh
 from bigmodel_jax import losses
 from bigmodel_jax.models import TransformerConfig
 from bigmodel_jax.models.block import Block
+from bigmodel_jax.sharding import abstract_model
 from bigmodel_jax.train import memory
-from bigmodel_jax.train.state import TrainState, abstract_model
+from bigmodel_jax.train.state import TrainState
 
 LAYERS = "layers"
 LATE = ("embed", "pos_embed")  # updated after the layers: the input side of their gradient

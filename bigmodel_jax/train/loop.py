@@ -33,6 +33,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
+from bigmodel_jax import sharding
 from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import (
   builders,
@@ -43,14 +44,13 @@ from bigmodel_jax.train import (
   metrics,
   outputs,
   plots,
-  sharding,
 )
 from bigmodel_jax.train.errors import NonFiniteError
-from bigmodel_jax.train.hessian_logging import make_block_eigenvalue_logger
+from bigmodel_jax.train.hessian_option import hessian_metrics, with_hessian_monitor
 from bigmodel_jax.train.nonfinite import NonFiniteGuard
 from bigmodel_jax.train.preemption import Preempted, PreemptionWatcher
-from bigmodel_jax.train.state import abstract_train_state, init_train_state, tree_bytes
-from bigmodel_jax.train.step import make_eval_step, make_loss_fn, make_train_step
+from bigmodel_jax.train.state import abstract_train_state, init_train_state
+from bigmodel_jax.train.step import make_eval_step, make_train_step
 from bigmodel_jax.train.text_samples import sample_texts
 
 
@@ -152,10 +152,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data = distributed.lead_first(lambda: builders.make_data(config), "data")
   model_config = builders.model_config(config.model, data.tokenizer.vocab_size)
   optimizer, schedule = make_optimizer(config.opt, train_cfg.steps)
+  if train_cfg.hessian_every > 0:
+    optimizer = with_hessian_monitor(optimizer, train_cfg,
+                                     sharding.abstract_model(model_config)[1], config.seed)
   identity = checkpointing.run_identity(model_config, config.opt.name)
 
   graphdef, abstract_state = abstract_train_state(model_config, optimizer, mesh, rules)
-  checkpointing.check_free_space(checkpoint_dir, tree_bytes(abstract_state))
+  checkpointing.check_free_space(checkpoint_dir, sharding.tree_bytes(abstract_state))
   manager = checkpointing.make_manager(checkpoint_dir, max_to_keep=train_cfg.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, abstract_state, identity)
   finished = restored is not None and int(restored[0].step) >= train_cfg.steps
@@ -191,12 +194,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)
 
-  log_hessian = None
-  if train_cfg.hessian_every > 0:
-    log_hessian = make_block_eigenvalue_logger(
-        make_loss_fn(graphdef), abstract_state.params, seed=config.seed,
-        num_steps=train_cfg.hessian_lanczos_steps, patterns=tuple(train_cfg.hessian_blocks))
-
   tokens_per_step = train_cfg.global_batch_size * config.data.seq_len
   flops_per_step = flops.flops_per_token(model_config, config.data.seq_len) * tokens_per_step
   peak = flops.peak_flops_per_device(train_cfg.peak_flops_per_device)
@@ -209,11 +206,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with PreemptionWatcher() as preemption:
       for step in range(first_step, train_cfg.steps):
         batch = _global_batch(next(train_iter), batch_sharding)
-        if log_hessian and step % train_cfg.hessian_every == 0:  # at the pre-update parameters
-          paused = time.time()
-          writer.write(step, log_hessian(state.params, batch, step))
-          window_start += time.time() - paused  # not training time
         state, step_metrics = train_step(state, batch)
+        if train_cfg.hessian_every > 0 and step % train_cfg.hessian_every == 0:
+          # computed by the step's monitor at the pre-update parameters of `step`
+          writer.write(step, hessian_metrics(state.opt_state, abstract_state.params, train_cfg))
         guard.push(step + 1, step_metrics.pop("finite"), step_metrics)
         window_steps += 1
         done = step + 1

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from bigmodel_jax import sharding
 from bigmodel_jax.models import TransformerConfig
-from bigmodel_jax.train import sharding
-from bigmodel_jax.train.state import abstract_train_state, tree_bytes
+from bigmodel_jax.sharding import tree_bytes
+from bigmodel_jax.train.state import abstract_train_state
 from bigmodel_jax.train.step import make_train_step
 
 

@@ -14,8 +14,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bigmodel_jax import sharding
 from bigmodel_jax.models import TransformerConfig, create_model
-from bigmodel_jax.train import sharding
+from bigmodel_jax.sharding import abstract_model, split_params
 
 
 class TrainState(NamedTuple):
@@ -30,28 +31,6 @@ class TrainState(NamedTuple):
   step: jax.Array
   params: Any
   opt_state: optax.OptState
-
-
-def _split_params(model: nnx.Module):
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  if jax.tree.leaves(rest):
-    raise ValueError(
-        f"the model holds non-parameter state {jax.tree.structure(rest)}; the train state "
-        "only carries nnx.Param")
-  return graphdef, params
-
-
-def abstract_model(model_config: TransformerConfig):
-  """The model's static graph and its abstract Params (no memory allocated).
-
-  Args:
-    model_config: the model's configuration.
-
-  Returns:
-    (graphdef, nnx.State of abstract Params carrying logical axis names).
-  """
-  model = nnx.eval_shape(lambda: create_model(model_config, nnx.Rngs(0)))
-  return _split_params(model)
 
 
 def state_shardings(abstract_params, optimizer, mesh: Mesh, rules) -> TrainState:
@@ -95,7 +74,7 @@ def init_train_state(model_config: TransformerConfig, optimizer: optax.GradientT
   shardings = state_shardings(abstract_params, optimizer, mesh, rules)
 
   def init():
-    _, params = _split_params(create_model(model_config, nnx.Rngs(seed)))
+    _, params = split_params(create_model(model_config, nnx.Rngs(seed)))
     params = nnx.to_pure_dict(params)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
@@ -123,9 +102,3 @@ def abstract_train_state(model_config: TransformerConfig, optimizer, mesh: Mesh,
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
   return graphdef, abstract
-
-
-def tree_bytes(tree) -> int:
-  """Total bytes of the array leaves of a pytree (concrete or abstract)."""
-  return sum(int(x.size) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)
-             if hasattr(x, "dtype"))

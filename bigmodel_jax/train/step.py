@@ -11,6 +11,12 @@ either), `state.step` still advances (it counts the batches consumed, which the 
 the checkpoints and the logged `lr` follow), and the metric `finite` is False. The loop counts
 those steps (train/nonfinite.py). This is optax.apply_if_finite's rule, applied to the whole state
 so that no -0.0 + 0.0 or NaN arithmetic touches the kept values.
+
+The optimizer receives optax's extra arguments (`GradientTransformationExtraArgs`): `value` (the
+mean loss of the batch), `grad` (its gradient) and `value_fn` (params -> the mean loss of this
+batch; `obj_fn` is the same function under optax.contrib.sophia's name), so loss-aware
+transforms (`hessian.hessian_monitor`, `optax.contrib.reduce_on_plateau`, `optax.polyak_sgd`,
+`optax.contrib.sophia`) run from a config; transforms that take no extra arguments ignore them.
 """
 
 from collections.abc import Callable
@@ -44,6 +50,24 @@ def make_loss_fn(graphdef: nnx.GraphDef, token_loss: Callable = losses.cross_ent
     return token_loss(logits, batch["targets"], batch["weights"])
 
   return loss_fn
+
+
+def make_mean_loss_fn(loss_fn: Callable, batch: Batch) -> Callable:
+  """params -> the mean token loss of `batch` (the `value_fn` of optax's extra arguments).
+
+  Args:
+    loss_fn: loss_fn(params, batch) -> (loss_sum, weight_sum), from `make_loss_fn`.
+    batch: the batch the function is fixed to.
+
+  Returns:
+    value_fn(params) -> scalar.
+  """
+
+  def mean_loss(params):
+    loss_sum, weight_sum = loss_fn(params, batch)
+    return loss_sum / weight_sum
+
+  return mean_loss
 
 
 def _split_micro_batches(batch: Batch, num_micro: int) -> Batch:
@@ -99,14 +123,18 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     update_norm, param_norm, lr, tokens and finite (False: the update was skipped).
   """
   loss_fn = make_loss_fn(graphdef, token_loss)
+  optimizer = optax.with_extra_args_support(optimizer)
 
   def train_step(state: TrainState, batch: Batch):
     loss_sum, weight_sum, grads = summed_loss_and_grads(
         loss_fn, state.params, batch, grad_accum_steps)
     grads = jax.tree.map(lambda g: g / weight_sum, grads)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    loss = loss_sum / weight_sum
+    mean_loss = make_mean_loss_fn(loss_fn, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, value=loss,
+                                          grad=grads, value_fn=mean_loss, obj_fn=mean_loss)
     params = optax.apply_updates(state.params, updates)
-    loss, grad_norm = loss_sum / weight_sum, optax.tree.norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                      (params, opt_state), (state.params, state.opt_state))
