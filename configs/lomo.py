@@ -43,7 +43,7 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
     c.model.update(num_layers=2, num_heads=2, num_kv_heads=2, head_dim=16, embed_dim=32,
                    mlp_dim=64, max_seq_len=32)
     c.data.seq_len = 32
-    c.train.update(steps=6, global_batch_size=4, log_every=2, eval_every=3, eval_batches=2)
+    c.train.update(steps=6, global_batch_size=8, log_every=2, eval_every=3, eval_batches=2)
     c.opt.warmup_steps = 1
     c.lomo.update(memory_models=("gpt2:tiny", "llama:tiny"), memory_seq_len=32)
   return c

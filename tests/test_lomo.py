@@ -1,6 +1,7 @@
 """LOMO / AdaLomo: transforms against NumPy, optax wrappers, factory, fused step == unfused."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -109,6 +110,8 @@ def test_fused_step_equals_unfused(case):
     s2, m2 = fused(s2, batch)
     np.testing.assert_allclose(m2["grad_norm"], m1["grad_norm"], rtol=1e-5)
     np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-6)
+    np.testing.assert_allclose(m2["update_norm"], m1["update_norm"], rtol=1e-3)
+    assert bool(m2["finite"])
     assert float(m1["grad_norm"]) > 0.5  # clipping is active
   # The key bias's gradient is exactly zero in exact arithmetic (softmax shift invariance), so
   # AdaLomo's normalised update of it is rounding noise: not compared.
@@ -137,3 +140,24 @@ def test_lomo_memory_writes_every_output(tmp_path, monkeypatch):
   for name in ("metrics.jsonl", "summary.json", "memory.png"):
     assert (tmp_path / name).stat().st_size > 0, name
   assert saved == [str(tmp_path / "memory.png")]
+
+
+def test_train_lomo_runs_every_optimizer_through_the_trainer(tmp_path):
+  from configs import lomo as lomo_config
+  from experiments import train_lomo
+
+  config = lomo_config.get_config("small")
+  summary = train_lomo.run(config, str(tmp_path))
+  for name in config.lomo.train_optimizers:
+    row = summary["optimizers"][name]
+    assert np.isfinite(row["final_train_loss"]) and np.isfinite(row["final_eval_loss"])
+    assert row["fused"] == (name in config.lomo.fused_optimizers)
+    with open(tmp_path / name / "config.json") as f:
+      run = json.load(f)
+    assert run["opt"]["name"] == name and run["opt"]["lr"] == config.lomo[f"lr_{name}"]
+    assert run["opt"]["max_grad_norm"] == (0.0 if row["fused"] else config.opt.max_grad_norm)
+    assert (tmp_path / name / "checkpoints").is_dir()  # the trainer's checkpoints
+  again = train_lomo.run(config, str(tmp_path))  # finished runs are kept, not retrained
+  assert again["optimizers"]["lomo"]["final_eval_loss"] == summary["optimizers"]["lomo"][
+      "final_eval_loss"]
+  assert os.path.getsize(tmp_path / "loss_curves.png") > 0

@@ -21,6 +21,11 @@ parameters plus gradient-independent scalars (counts, schedules): `lomo`, `adalo
 transform that needs the whole gradient (`clip_by_global_norm`, `apply_if_finite`, `MultiSteps`)
 cannot be fused; clipping is the `max_grad_norm` argument instead. The result equals
 `optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)` applied unfused.
+
+A fused step cannot skip a non-finite step (the layers are updated before the loss's finiteness
+is known for the whole model): its metric `finite` reports it, the trainer never checkpoints the
+state that follows (train/nonfinite.py) and stops after `train.max_consecutive_nonfinite` of them.
+`fused_step` is the trainer's step builder: `train_and_evaluate(config, workdir, fused_step)`.
 """
 
 from collections.abc import Callable
@@ -35,7 +40,7 @@ from bigmodel_jax import losses
 from bigmodel_jax.models import TransformerConfig
 from bigmodel_jax.models.block import Block
 from bigmodel_jax.sharding import abstract_model
-from bigmodel_jax.train import memory
+from bigmodel_jax.train import builders, memory
 from bigmodel_jax.train.state import TrainState
 
 LAYERS = "layers"
@@ -46,6 +51,12 @@ def _block_graphdef(config: TransformerConfig) -> nnx.GraphDef:
   with nnx.use_eager_sharding(False):
     block = nnx.eval_shape(lambda: Block(config, rngs=nnx.Rngs(0)))
   return nnx.split(block, nnx.Param)[0]
+
+
+def _squared_change(new, old) -> jax.Array:
+  """Squared norm of new - old (the update applied to one group of parameters), in float32."""
+  return _sum_squares(jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32),
+                                   new, old))
 
 
 def _sum_squares(tree) -> jax.Array:
@@ -108,7 +119,8 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
 
   Returns:
     train_step(state, batch) -> (new_state, metrics), with the TrainState of the unfused step
-    (`optimizer.init(params)`); metrics loss, grad_norm (before clipping), param_norm, lr,
+    (`optimizer.init(params)`); metrics loss, grad_norm (before clipping), update_norm,
+    param_norm, lr, finite,
     tokens. Jit it with the state donated.
   """
   graphdef, _ = abstract_model(model_config)
@@ -139,7 +151,8 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
   def backward(params, xs, x_last, batch, positions, seed, update, mirrored):
     """One backward pass, updating as it goes iff `update`.
 
-    Returns (loss_sum, params, mirrors, squared gradient norm, other optimizer-state leaves).
+    Returns (loss_sum, params, mirrors, squared gradient norm, squared update norm, other
+    optimizer-state leaves).
     """
     mirrors = mirrored.mirrors
     keys = list(params)
@@ -152,10 +165,12 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
     head_grads, dx = head_vjp(seed)
     tied = {k: head_grads.pop(k) for k in late if k in head_grads}
     sq = _sum_squares(head_grads)
+    usq = jnp.zeros((), jnp.float32)
     new_params, new_mirrors, others = dict(params), [dict(m) for m in mirrors], None
     if update and early:
       p, m, others = _update_group(optimizer, mirrored, [_subset(x, early) for x in mirrors],
                                    head_grads, _subset(params, early))
+      usq = usq + _squared_change(p, _subset(params, early))
       new_params.update(p)
       for full, sub in zip(new_mirrors, m):
         full.update(sub)
@@ -163,7 +178,7 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
     layer_state = ([x[LAYERS] for x in mirrors], params[LAYERS])
 
     def layer_step(carry, inputs):
-      (layer_mirrors, layers), dx, sq = carry
+      (layer_mirrors, layers), dx, sq, usq = carry
       i, x_in = inputs
       take = lambda t: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, 0, False),
                                     t)
@@ -173,14 +188,15 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
       sq = sq + _sum_squares(g_i)
       if update:
         new_p, new_m, _ = _update_group(optimizer, mirrored, take(layer_mirrors), g_i, p_i)
+        usq = usq + _squared_change(new_p, p_i)
         put = lambda t, s: jax.tree.map(
             lambda a, b: jax.lax.dynamic_update_index_in_dim(a, b.astype(a.dtype), i, 0), t, s)
         layers, layer_mirrors = put(layers, new_p), put(layer_mirrors, new_m)
-      return ((layer_mirrors, layers), dx, sq), None
+      return ((layer_mirrors, layers), dx, sq, usq), None
 
     steps = (jnp.arange(xs.shape[0]), xs)
-    ((layer_mirrors, layers), dx, sq), _ = jax.lax.scan(
-        layer_step, (layer_state, dx, sq), steps, reverse=True)
+    ((layer_mirrors, layers), dx, sq, usq), _ = jax.lax.scan(
+        layer_step, (layer_state, dx, sq, usq), steps, reverse=True)
     new_params[LAYERS] = layers
     for full, sub in zip(new_mirrors, layer_mirrors):
       full[LAYERS] = sub
@@ -195,10 +211,11 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
     if update and late:
       p, m, others = _update_group(optimizer, mirrored, [_subset(x, late) for x in mirrors],
                                    embed_grads, embeds)
+      usq = usq + _squared_change(p, embeds)
       new_params.update(p)
       for full, sub in zip(new_mirrors, m):
         full.update(sub)
-    return loss, new_params, new_mirrors, sq, others
+    return loss, new_params, new_mirrors, sq, usq, others
 
   def train_step(state: TrainState, batch: dict):
     params = state.params
@@ -209,15 +226,17 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
     mirrored = _MirroredState(state.opt_state, params)
     seed = 1.0 / weight_sum
     if max_grad_norm and max_grad_norm > 0:
-      _, _, _, sq, _ = backward(params, xs, x_last, batch, positions, seed, False, mirrored)
+      _, _, _, sq, _, _ = backward(params, xs, x_last, batch, positions, seed, False, mirrored)
       grad_norm = jnp.sqrt(sq)
       seed = seed * jnp.where(grad_norm < max_grad_norm, 1.0, max_grad_norm / grad_norm)
-    loss_sum, new_params, new_mirrors, sq, others = backward(
+    loss_sum, new_params, new_mirrors, sq, usq, others = backward(
         params, xs, x_last, batch, positions, seed, True, mirrored)
     if not (max_grad_norm and max_grad_norm > 0):
       grad_norm = jnp.sqrt(sq)
     opt_state = mirrored.build(new_mirrors, others)
     metrics = {"loss": loss_sum / weight_sum, "grad_norm": grad_norm,
+               "finite": jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm),
+               "update_norm": jnp.sqrt(usq),
                "param_norm": optax.tree.norm(new_params), "lr": schedule(state.step),
                "tokens": weight_sum}
     return TrainState(state.step + 1, new_params, opt_state), metrics
@@ -250,3 +269,33 @@ def fused_step_peak_bytes(model_config: TransformerConfig, optimizer, schedule, 
       lambda _: make_fused_train_step(model_config, optimizer, schedule, max_grad_norm),
       model_config, optimizer, mesh, rules, global_batch_size=global_batch_size,
       seq_len=seq_len)
+
+
+def fused_step(max_grad_norm: float = 0.0) -> Callable:
+  """The trainer's step builder for the fused step (see `train.loop.unfused_step`).
+
+  The run's optimizer (`opt`) must be built with `opt.max_grad_norm = 0`: a fused step cannot run
+  optax's global-norm clipping; `max_grad_norm` here is LOMO's two-pass clipping instead.
+
+  Args:
+    max_grad_norm: global-norm clipping by the two-pass method; 0 disables it.
+
+  Returns:
+    make_step(graphdef, model_config, optimizer, schedule, config) -> the fused train step;
+    it raises ValueError naming train.grad_accum_steps or opt.max_grad_norm when the config
+    asks for what a fused step cannot do.
+  """
+
+  def make_step(graphdef, model_config: TransformerConfig,
+                optimizer: optax.GradientTransformation, schedule: optax.Schedule, config):
+    del graphdef  # the fused step splits the model itself
+    if config.train.grad_accum_steps != 1:
+      raise ValueError(f"train.grad_accum_steps ({config.train.grad_accum_steps}) must be 1 "
+                       "with the fused step (it updates each layer during the backward pass)")
+    if config.opt.max_grad_norm:
+      raise ValueError(f"opt.max_grad_norm ({config.opt.max_grad_norm}) must be 0 with the "
+                       "fused step, which clips by its own two passes")
+    return make_fused_train_step(model_config, optimizer, schedule, max_grad_norm,
+                                 builders.token_loss(config.loss))
+
+  return make_step

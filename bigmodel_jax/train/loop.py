@@ -20,16 +20,23 @@ naming its last healthy checkpoint, and the same command with changed `opt.*` se
 Before any work, and before anything is written to the workdir, every config value is checked
 against its domain (train/config_checks.py); config.json is written once a resume is known to be
 compatible, and rerunning a finished run keeps its summary.json.
+
+The step is an argument (`make_step`): the unfused step of train/step.py by default, the fused
+LOMO / AdaLomo step of train/fused_step.py, or any builder with the same signature; whichever
+it is, the run gets the checkpoints, resume, SIGTERM handling, non-finite guard, metrics and
+progress above.
 """
 
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -45,7 +52,7 @@ from bigmodel_jax.train import (
   outputs,
   plots,
 )
-from bigmodel_jax.train.errors import NonFiniteError
+from bigmodel_jax.train.errors import ConfigError, NonFiniteError
 from bigmodel_jax.train.hessian_option import hessian_metrics, with_hessian_monitor
 from bigmodel_jax.train.nonfinite import NonFiniteGuard
 from bigmodel_jax.train.preemption import Preempted, PreemptionWatcher
@@ -120,11 +127,36 @@ def _device_peak_bytes() -> int | None:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+StepBuilder = Callable[..., Callable]
+
+
+def unfused_step(graphdef, model_config, optimizer: optax.GradientTransformation,
+                 schedule: optax.Schedule, config: ml_collections.ConfigDict) -> Callable:
+  """The default step builder: train/step.py's step with `train.grad_accum_steps` and `loss`.
+
+  Args:
+    graphdef: the model's static graph.
+    model_config: the model's configuration (unused here; fused steps need it).
+    optimizer: the run's optax transformation.
+    schedule: its learning-rate schedule (logged).
+    config: the experiment config.
+
+  Returns:
+    train_step(state, batch) -> (state, metrics with loss and finite).
+  """
+  del model_config
+  return make_train_step(graphdef, optimizer, schedule, config.train.grad_accum_steps,
+                         builders.token_loss(config.loss))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       make_step: StepBuilder = unfused_step) -> dict:
   """Trains, evaluates and checkpoints the model of `config`; resumes from `workdir` if possible.
 
   Args:
     config: the experiment config (see configs/pretrain.py for every key).
+    make_step: (graphdef, model_config, optimizer, schedule, config) -> the train step;
+      `unfused_step` (default) or `fused_step.fused_step`.
     workdir: the run directory; receives config.json, metrics.jsonl, tensorboard/, checkpoints/,
       summary.json (with `train.sample_tokens` > 0: a few texts sampled from the final model)
       and loss.png.
@@ -153,6 +185,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model_config = builders.model_config(config.model, data.tokenizer.vocab_size)
   optimizer, schedule = make_optimizer(config.opt, train_cfg.steps)
   if train_cfg.hessian_every > 0:
+    if make_step is not unfused_step:
+      raise ConfigError("train.hessian_every > 0 needs the unfused step (the monitor runs on the "
+                        "whole gradient); set it to 0")
     optimizer = with_hessian_monitor(optimizer, train_cfg,
                                      sharding.abstract_model(model_config)[1], config.seed)
   identity = checkpointing.run_identity(model_config, config.opt.name)
@@ -186,8 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   train_step = jax.jit(
-      make_train_step(graphdef, optimizer, schedule, train_cfg.grad_accum_steps,
-                      builders.token_loss(config.loss)),
+      make_step(graphdef, model_config, optimizer, schedule, config),
       in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
       donate_argnums=0)
   eval_step = jax.jit(make_eval_step(graphdef),
