@@ -20,19 +20,6 @@ def _params():
   }
 
 
-@pytest.mark.parametrize("name", factory.available_optimizers())
-def test_every_optimizer_steps_and_keeps_dtypes(name):
-  opt = default.get_config().opt
-  opt.name = name
-  optimizer, _ = factory.make_optimizer(opt, total_steps=1000)
-  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), _params())
-  grads = jax.tree.map(jnp.ones_like, params)
-  state = optimizer.init(params)
-  updates, _ = jax.jit(optimizer.update)(grads, state, params)
-  new_params = optax.apply_updates(params, updates)
-  assert jax.tree.map(lambda x: x.dtype, new_params) == jax.tree.map(lambda x: x.dtype, params)
-
-
 def test_unknown_optimizer_names_the_key():
   opt = default.get_config().opt
   opt.name = "adamx"

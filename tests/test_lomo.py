@@ -1,4 +1,4 @@
-"""LOMO / AdaLomo: transforms against NumPy, optax wrappers, factory, fused step == unfused."""
+"""LOMO / AdaLomo: transforms against NumPy, factory, fused step == unfused."""
 
 import json
 import os
@@ -63,19 +63,11 @@ def test_adalomo_matches_numpy_per_layer():
       np.testing.assert_allclose(p["layers"][key][layer], expected, rtol=1e-4, atol=1e-6)
 
 
-def test_lomo_is_sgd_and_works_in_optax_wrappers():
+def test_lomo_is_sgd_with_element_wise_clipping():
   params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
   grads = {"w": jnp.full((3, 2), 2.0), "b": jnp.ones(2)}
   updates, _ = lomo(0.5, clip_grad_value=1.5).update(grads, lomo(0.5).init(params), params)
   np.testing.assert_allclose(updates["w"], -0.75)
-  for make in (lambda learning_rate: lomo(learning_rate, weight_decay=0.1),
-               lambda learning_rate: adalomo(learning_rate, weight_decay=0.1)):
-    injected = optax.inject_hyperparams(make)(learning_rate=0.1)
-    multi = optax.MultiSteps(optax.apply_if_finite(make(0.1), 3), every_k_schedule=2)
-    for opt in (injected, multi, optax.chain(optax.clip_by_global_norm(1.0), make(0.1))):
-      state = opt.init(params)
-      updates, state = jax.jit(opt.update)(grads, state, params)
-      assert all(jax.tree.leaves(jax.tree.map(lambda u, p: u.dtype == p.dtype, updates, params)))
 
 
 GPT2 = TransformerConfig(architecture="gpt2", vocab_size=32, num_layers=3, num_heads=2,

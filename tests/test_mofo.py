@@ -1,5 +1,5 @@
 """MoFO: fraction 1 is AdamW, a NumPy reference, the number of entries changed per block, the
-exact k-th largest threshold, sharded vs unsharded, and optax wrappers."""
+exact k-th largest threshold, sharded vs unsharded (optax wrappers: test_optimizer_contract.py)."""
 
 import functools
 import itertools
@@ -191,28 +191,6 @@ def test_sharded_equals_unsharded():
   assert len(sharded_history[-1]["embed"]["embedding"].sharding.device_set) == 8
   for a, b in zip(jax.tree.leaves(sharded_history[-1]), jax.tree.leaves(unsharded_history[-1])):
     np.testing.assert_array_equal(a, b)
-
-
-def _wrapped(name):
-  if name == "chain":
-    return optax.chain(optax.clip_by_global_norm(1e6), mofo(1e-2, fraction=0.1, **HYPER))
-  if name == "inject_hyperparams":
-    return optax.inject_hyperparams(mofo)(learning_rate=1e-2, fraction=0.1, **HYPER)
-  return optax.MultiSteps(mofo(1e-2, fraction=0.1, **HYPER), every_k_schedule=2)
-
-
-@pytest.mark.parametrize("wrapper", ["chain", "inject_hyperparams", "multi_steps"])
-def test_inside_optax_wrappers(wrapper):
-  params = _tree(0)
-  history, _ = _run(_wrapped(wrapper), params, 4)
-  reference, _ = _run(mofo(1e-2, fraction=0.1, **HYPER), params, 4 if wrapper != "multi_steps"
-                      else 0)
-  if wrapper == "multi_steps":  # two accumulated steps: the params moved, finite
-    moved = history[-1]["head"]["kernel"] != params["head"]["kernel"]
-    assert moved.any() and not moved.all()
-    return
-  for a, b in zip(jax.tree.leaves(history[-1]), jax.tree.leaves(reference[-1])):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_state_and_errors():

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from bigmodel_jax import blocks as blocks_lib
 
@@ -24,17 +25,12 @@ LossFn = Callable[..., jax.Array]
 MODES = ("auto", "forward_over_reverse", "reverse_over_reverse")
 
 
-def tree_vdot(a, b) -> jax.Array:
-  """Sum over leaves of <a_leaf, b_leaf> (in the promoted dtype of the leaves)."""
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def _forward_over_reverse(loss_fn: LossFn, params, vector):
   return jax.jvp(jax.grad(loss_fn), (params,), (vector,))[1]
 
 
 def _reverse_over_reverse(loss_fn: LossFn, params, vector):
-  return jax.grad(lambda p: tree_vdot(jax.grad(loss_fn)(p), vector))(params)
+  return jax.grad(lambda p: optax.tree.vdot(jax.grad(loss_fn)(p), vector))(params)
 
 
 def _forward_mode_works(loss_fn: LossFn, params, vector) -> bool:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 REORTH = ("none", "full")
 
@@ -45,14 +46,6 @@ def lanczos_dtype(dtype=None):
   logging.getLogger(__name__).warning(
       "jax_enable_x64 is off: Lanczos runs in float32 (enable x64 for the paper's float64)")
   return jnp.dtype(jnp.float32)
-
-
-def _vdot(a, b) -> jax.Array:
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _axpy(alpha, x, y):
-  return jax.tree.map(lambda xi, yi: alpha * xi + yi, x, y)
 
 
 def _reorthogonalise(basis, w):
@@ -101,7 +94,7 @@ def lanczos(matvec: Callable, v0, num_steps: int, reorth: str = "none", dtype=No
   to_model = lambda v: jax.tree.unflatten(
       treedef, [x.astype(d) for x, d in zip(jax.tree.leaves(v), in_dtypes)])
   v = jax.tree.map(lambda x: x.astype(dtype), v0)
-  v = jax.tree.map(lambda x: x / jnp.sqrt(_vdot(v, v)), v)
+  v = jax.tree.map(lambda x: x / jnp.sqrt(optax.tree.vdot(v, v)), v)
   zeros = jax.tree.map(jnp.zeros_like, v)
   basis = (jax.tree.map(lambda x: jnp.zeros((num_steps, *x.shape), dtype), v)
            if reorth == "full" else None)
@@ -109,13 +102,13 @@ def lanczos(matvec: Callable, v0, num_steps: int, reorth: str = "none", dtype=No
   def step(j, carry):
     v_prev, v, beta, alive, scale, alphas, betas, valid, basis = carry
     w = jax.tree.map(lambda x: x.astype(dtype), matvec(to_model(v)))
-    w = _axpy(-beta, v_prev, w)
-    alpha = _vdot(w, v)
-    w = _axpy(-alpha, v, w)
+    w = optax.tree.add_scale(w, -beta, v_prev)
+    alpha = optax.tree.vdot(w, v)
+    w = optax.tree.add_scale(w, -alpha, v)
     if basis is not None:
       basis = jax.tree.map(lambda b, x: b.at[j].set(x), basis, v)
       w = _reorthogonalise(basis, w)
-    beta_new = jnp.sqrt(_vdot(w, w))
+    beta_new = jnp.sqrt(optax.tree.vdot(w, w))
     scale = jnp.maximum(scale, jnp.maximum(jnp.abs(alpha), beta_new))
     ok = alive & (beta_new > breakdown_tol * scale)
     alphas = alphas.at[j].set(jnp.where(alive, alpha, 0))

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigmodel_jax.blocks.spec import block_shape
 from bigmodel_jax.optim import native_select
 
 HIGH_BINS = 1 << 15  # bits 30..16 of a non-negative float32 (the sign bit is 0)
@@ -133,7 +134,7 @@ def kth_largest(x: jax.Array, k, axes) -> jax.Array:
     threshold = _sort_kth_largest(x.astype(jnp.float32), k, axes)
   else:
     threshold = _radix_kth_largest(x, k, axes)
-  return threshold.reshape(_block_shape(x.shape, axes)).astype(x.dtype)
+  return threshold.reshape(block_shape(x.shape, axes)).astype(x.dtype)
 
 
 def _checked_blocks(shape, k, axes: tuple) -> tuple[int, int]:
@@ -145,11 +146,6 @@ def _checked_blocks(shape, k, axes: tuple) -> tuple[int, int]:
   if isinstance(k, int) and not 1 <= k <= size:
     raise ValueError(f"k={k} outside [1, {size}] (block size) for shape {shape}, axes {axes}")
   return num_blocks, size
-
-
-def _block_shape(shape, axes) -> tuple[int, ...]:
-  """`shape` with the block axes set to 1 (one threshold per block)."""
-  return tuple(1 if a in axes else d for a, d in enumerate(shape))
 
 
 def _native_applies(x: jax.Array, axes) -> bool:
@@ -176,4 +172,4 @@ def kth_largest_magnitude(x: jax.Array, k, axes) -> jax.Array:
   threshold = jax.lax.platform_dependent(
       rows, k, cpu=native_select.kth_largest_magnitude_rows,
       default=lambda rows, k: kth_largest(jnp.abs(rows), k, (1,))[:, 0])
-  return threshold.reshape(_block_shape(x.shape, axes))
+  return threshold.reshape(block_shape(x.shape, axes))

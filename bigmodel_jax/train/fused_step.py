@@ -60,8 +60,9 @@ def _squared_change(new, old) -> jax.Array:
 
 
 def _sum_squares(tree) -> jax.Array:
-  return sum((jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)),
-             jnp.zeros((), jnp.float32))
+  # optax.tree.norm squares in the leaves' dtype (bfloat16 gradients would sum in bfloat16) and
+  # gives an int32 0 for an empty tree: the leaves are cast first, the result is float32.
+  return optax.tree.norm(optax.tree.cast(tree, jnp.float32), squared=True).astype(jnp.float32)
 
 
 class _MirroredState:
