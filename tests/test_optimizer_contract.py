@@ -6,8 +6,10 @@ shapes and dtypes, in float32 and bfloat16 (updates keep the parameters' dtype);
 optax.MultiSteps; optax.apply_if_finite; optax.partition with a frozen subtree;
 optax.inject_hyperparams (a float hyper-parameter changed at run time, without a new trace); and
 sharded parameters on the 8 virtual CPU devices, whose state keeps its shardings through a jitted
-update. `hessian_monitor` takes an extra argument (`loss_fn`), as optax's extra-args transforms
-do; it is passed to every update of its row. The per-algorithm maths lives in the per-file tests.
+update. Every update gets the loss as optax's extra arguments (`value_fn`, and `obj_fn` under
+optax.contrib.sophia's name), as the trainer's step passes them (train/step.py): loss-aware rows
+(`hessian_monitor`, `sophia`) need them, the others ignore them. The per-algorithm maths lives in
+the per-file tests.
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
+from bigmodel_jax import sharding
 from bigmodel_jax.hessian.monitor import hessian_monitor
 from bigmodel_jax.models import LAYER_AXES
 from bigmodel_jax.optim import factory
@@ -28,7 +31,6 @@ from bigmodel_jax.optim.adam_mini import adam_mini
 from bigmodel_jax.optim.l2sp import add_l2_towards_init
 from bigmodel_jax.optim.lomo import adalomo, lomo, stacked_layers
 from bigmodel_jax.optim.mofo import mofo
-from bigmodel_jax.train import sharding
 from configs import default
 
 
@@ -58,7 +60,7 @@ def _grads(seed, params=None):
 
 
 def _loss(params):
-  """A loss for `hessian_monitor` (Hessian = identity); MaskedNode subtrees have no leaves."""
+  """The loss passed as extra argument (Hessian = identity); MaskedNode subtrees have no leaves."""
   return sum(0.5 * jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(params))
 
 
@@ -78,7 +80,7 @@ class Row:
     make: learning rate (a float or an optax schedule) -> the transformation.
     inject: keyword hyper-parameters -> the transformation, for optax.inject_hyperparams.
     hyper: the float hyper-parameter that `inject` takes, and its value.
-    extra: extra arguments of every update (for GradientTransformationExtraArgs rows).
+    extra: extra arguments of every update (the trainer's: the loss as value_fn and obj_fn).
     linear: whether the updates scale with the learning rate (optax.adafactor adds its weight
       decay after the learning rate).
   """
@@ -86,7 +88,7 @@ class Row:
   make: Callable[..., optax.GradientTransformation]
   inject: Callable[..., optax.GradientTransformation] | None = None
   hyper: tuple[str, float] = ("learning_rate", 1e-2)
-  extra: dict = dataclasses.field(default_factory=dict)
+  extra: dict = dataclasses.field(default_factory=lambda: {"value_fn": _loss, "obj_fn": _loss})
   linear: bool = True
 
 
@@ -125,17 +127,20 @@ ROWS.update({
                     hyper=("strength", 0.1)),
     "raw_hessian_monitor": Row(
         lambda _: hessian_monitor(every=2, patterns=("attn_norm/scale",),
-                                  layer_axes=LAYER_AXES, num_steps=2),
-        extra={"loss_fn": _loss}),
+                                  layer_axes=LAYER_AXES, num_steps=2)),
 })
 NAMES = sorted(ROWS)
 INJECTABLE = [name for name in NAMES if ROWS[name].inject is not None]
 
 
 def _update(name, transformation):
-  """`transformation.update`, jitted (eager optax costs a compile per op), with the row's extra
-  arguments bound."""
-  return jax.jit(functools.partial(transformation.update, **ROWS[name].extra))
+  """`transformation.update` as the trainer calls it (optax.with_extra_args_support, the row's
+  extra arguments bound), jitted (eager optax costs a compile per op)."""
+  if isinstance(transformation, optax.MultiSteps):  # its update forwards extra arguments
+    update = transformation.update
+  else:
+    update = optax.with_extra_args_support(transformation).update
+  return jax.jit(functools.partial(update, **ROWS[name].extra))
 
 
 def _init(transformation, params):
