@@ -18,7 +18,7 @@ from configs import default
 
 
 def _opt(lr: float, b2: float, schedule: str, warmup_steps: int, min_lr_ratio: float):
-  """An AdamW `opt` section (every key `optim.factory.make_optimizer` reads for adamw)."""
+  """An AdamW `opt` section (every key `train.optimizers.make_optimizer` reads for adamw)."""
   opt = default.get_config().opt
   opt.update(name="adamw", lr=lr, b1=0.9, b2=b2, weight_decay=0.1, schedule=schedule,
              warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, max_grad_norm=1.0)

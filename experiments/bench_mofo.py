@@ -28,9 +28,9 @@ from flax import nnx
 from bigmodel_jax import blocks, sharding
 from bigmodel_jax.models import LAYER_AXES
 from bigmodel_jax.optim import native_select
-from bigmodel_jax.optim.factory import decay_mask
 from bigmodel_jax.optim.mofo import default_partition, mofo, momentum_mask
 from bigmodel_jax.train import builders
+from bigmodel_jax.train.optimizers import decay_mask
 from experiments import cli
 
 HYPER = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)

@@ -37,9 +37,9 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import sharding
-from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import builders, outputs, plots
 from bigmodel_jax.train.metrics import MetricWriter
+from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_train_step
 from experiments import cli, op_timings, xla_cpu_profile

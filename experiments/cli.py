@@ -66,7 +66,7 @@ def _sections(name: str) -> list[str]:
 
 def config_help() -> str:
   """The `--help` text on configs: top-level sections, optimizer names and config files."""
-  from bigmodel_jax.optim.factory import available_optimizers  # imports optax: only on demand
+  from bigmodel_jax.train.optimizers import available_optimizers  # imports optax: only on demand
 
   shared = _sections("default")
   lines = ["", "Config: --config=configs/FILE.py[:VARIANT]; override any key with "
@@ -74,7 +74,7 @@ def config_help() -> str:
            f"  top-level sections: {', '.join(shared)}: every key declared and documented in "
            "configs/default.py",
            f"  optimizers (--config.opt.name): {', '.join(available_optimizers())} "
-           "(bigmodel_jax/optim/factory.py)",
+           "(bigmodel_jax/train/optimizers.py)",
            "  config files, [their own top-level keys] (variants: in each file's docstring):"]
   for path, doc in _config_files():
     own = [k for k in _sections(os.path.basename(path)[:-3]) if k not in shared]

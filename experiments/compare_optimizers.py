@@ -25,8 +25,8 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from bigmodel_jax.optim.factory import make_optimizer, opt_with
 from bigmodel_jax.train import builders, memory, metrics, outputs, plots
+from bigmodel_jax.train.optimizers import make_optimizer, opt_with
 from experiments import cli
 
 matplotlib.use("Agg")
@@ -108,7 +108,7 @@ def update_time(config) -> dict:
                weight_decay=config.opt.weight_decay)
   from bigmodel_jax.models import LAYER_AXES
   from bigmodel_jax.optim import adam_mini
-  from bigmodel_jax.optim.factory import decay_mask
+  from bigmodel_jax.train.optimizers import decay_mask
   optimizers = {"adamw": optax.adamw(1e-3, mask=decay_mask, **hyper),
                 "adam_mini": adam_mini(1e-3, layer_axes=LAYER_AXES, **hyper)}
   runs = {}

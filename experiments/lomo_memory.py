@@ -15,8 +15,8 @@ import os
 import matplotlib
 from absl import app, flags
 
-from bigmodel_jax.optim.factory import make_optimizer, opt_with
 from bigmodel_jax.train import builders, fused_step, memory, metrics, outputs, plots
+from bigmodel_jax.train.optimizers import make_optimizer, opt_with
 from experiments import cli
 
 matplotlib.use("Agg")

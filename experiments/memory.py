@@ -23,9 +23,9 @@ from ml_collections import config_flags
 
 from bigmodel_jax import rl
 from bigmodel_jax.models.sampling import SamplingOptions
-from bigmodel_jax.optim.factory import available_optimizers, make_optimizer, opt_with
 from bigmodel_jax.rl import memory as rl_mem
 from bigmodel_jax.train import builders, memory
+from bigmodel_jax.train.optimizers import available_optimizers, make_optimizer, opt_with
 from experiments import cli
 
 

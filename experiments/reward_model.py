@@ -20,11 +20,11 @@ from flax import nnx
 
 from bigmodel_jax.data.arithmetic import ArithmeticSource
 from bigmodel_jax.data.tokenizers import ByteTokenizer
-from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.rl.reward_model import PreferencePairs, bradley_terry_loss, preference_pairs
 from bigmodel_jax.rl.value_model import ValueModel
 from bigmodel_jax.train import builders, outputs, plots
 from bigmodel_jax.train.metrics import MetricWriter, progress_bar
+from bigmodel_jax.train.optimizers import make_optimizer
 from experiments import cli
 
 matplotlib.use("Agg")  # files only

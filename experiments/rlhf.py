@@ -31,13 +31,13 @@ from bigmodel_jax.data.arithmetic import ArithmeticSource, encode_prompts
 from bigmodel_jax.data.tokenizers import ByteTokenizer
 from bigmodel_jax.models import create_model
 from bigmodel_jax.models.sampling import SamplingOptions, generate
-from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.rl.gradient_variance import gradient_estimates, total_variance
 from bigmodel_jax.rl.logprobs import response_log_probs
 from bigmodel_jax.rl.memory import compile_step, compiled_memory
 from bigmodel_jax.rl.rewards import arithmetic_reward, arithmetic_targets
 from bigmodel_jax.train import builders, outputs
 from bigmodel_jax.train.metrics import MetricWriter, progress_bar
+from bigmodel_jax.train.optimizers import make_optimizer
 from experiments import cli, rlhf_plots
 
 PHASES = ("generation", "reward", "reference", "update")

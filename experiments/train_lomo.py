@@ -18,10 +18,10 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from bigmodel_jax.optim.factory import opt_with
 from bigmodel_jax.train import metrics, outputs, plots
 from bigmodel_jax.train.fused_step import fused_step
 from bigmodel_jax.train.loop import train_and_evaluate, unfused_step
+from bigmodel_jax.train.optimizers import opt_with
 from experiments import cli
 
 matplotlib.use("Agg")

@@ -13,7 +13,7 @@ from bigmodel_jax import blocks
 from bigmodel_jax.models import LAYER_AXES, TransformerConfig, create_model
 from bigmodel_jax.optim import AdamMiniState, scale_by_adam_mini
 from bigmodel_jax.optim import adam_mini as adam_mini_any_tree
-from bigmodel_jax.optim.factory import decay_mask
+from bigmodel_jax.train.optimizers import decay_mask
 
 
 def adam_mini(*args, **kwargs):

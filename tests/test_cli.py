@@ -11,7 +11,7 @@ import sys
 import pytest
 from absl import logging
 
-from bigmodel_jax.optim.factory import available_optimizers
+from bigmodel_jax.train.optimizers import available_optimizers
 from experiments import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

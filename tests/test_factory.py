@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from bigmodel_jax.models import LAYER_AXES
-from bigmodel_jax.optim import factory
 from bigmodel_jax.optim.weight_decay import decay_mask
+from bigmodel_jax.train import optimizers as factory
 from configs import default
 
 

@@ -11,10 +11,10 @@ import optax
 import pytest
 
 from bigmodel_jax.data import ByteTokenizer, arithmetic, make_lm_dataset
-from bigmodel_jax.optim.factory import available_optimizers
 from bigmodel_jax.optim.l2sp import add_l2_towards_init
 from bigmodel_jax.train import builders, finetune
 from bigmodel_jax.train.loop import train_and_evaluate
+from bigmodel_jax.train.optimizers import available_optimizers
 from configs import default, finetune_forgetting
 
 

@@ -12,9 +12,9 @@ from flax import nnx
 
 from bigmodel_jax.models import TransformerConfig, create_model
 from bigmodel_jax.optim import AdaLomoState, adalomo, lomo, stacked_layers
-from bigmodel_jax.optim.factory import decay_mask
 from bigmodel_jax.sharding import abstract_model
 from bigmodel_jax.train.fused_step import make_fused_train_step
+from bigmodel_jax.train.optimizers import decay_mask
 from bigmodel_jax.train.state import TrainState
 from bigmodel_jax.train.step import make_train_step
 

@@ -9,9 +9,9 @@ import pytest
 
 from bigmodel_jax import rl, sharding
 from bigmodel_jax.models.sampling import SamplingOptions
-from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.rl import memory as rl_mem
 from bigmodel_jax.train import builders, memory
+from bigmodel_jax.train.optimizers import make_optimizer
 from configs import gpt2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -26,11 +26,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from bigmodel_jax import sharding
 from bigmodel_jax.hessian.monitor import hessian_monitor
 from bigmodel_jax.models import LAYER_AXES
-from bigmodel_jax.optim import factory
 from bigmodel_jax.optim.adam_mini import adam_mini
 from bigmodel_jax.optim.l2sp import add_l2_towards_init
 from bigmodel_jax.optim.lomo import adalomo, lomo, stacked_layers
 from bigmodel_jax.optim.mofo import mofo
+from bigmodel_jax.train import optimizers as factory
 from configs import default
 
 

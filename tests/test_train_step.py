@@ -6,8 +6,8 @@ import optax
 import pytest
 
 from bigmodel_jax import losses, sharding
-from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import builders
+from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_train_step
 from configs import default

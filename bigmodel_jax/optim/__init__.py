@@ -1,4 +1,5 @@
-"""Optimizers as optax transformations (one file per algorithm) and the config factory."""
+"""Optimizers as optax transformations, one file per algorithm (the config factory that maps
+`opt.name` to them is bigmodel_jax/train/optimizers.py: nothing below train/ reads a config)."""
 
 from bigmodel_jax.optim.adam_mini import AdamMiniState, adam_mini, scale_by_adam_mini
 from bigmodel_jax.optim.l2sp import L2TowardsInitState, add_l2_towards_init

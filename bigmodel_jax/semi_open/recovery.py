@@ -16,9 +16,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.semi_open.freezing import freeze_updates, trainable_mask, with_mask
 from bigmodel_jax.semi_open.replacement import LAYERS_KEY
+from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.state import TrainState
 from bigmodel_jax.train.step import make_train_step
 
@@ -31,7 +31,7 @@ class MaskedTrainer:
 
   Args:
     graphdef: the model's graph.
-    opt: the `opt` config section (`optim.factory.make_optimizer`).
+    opt: the `opt` config section (`train.optimizers.make_optimizer`).
     total_steps: steps of a run (for the schedule).
     params: parameters of the model's structure (for the mask's structure).
   """

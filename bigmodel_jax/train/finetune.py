@@ -37,10 +37,10 @@ from bigmodel_jax import hf, sharding
 from bigmodel_jax.data import arithmetic, make_lm_dataset
 from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.models.sampling import make_greedy_decoder
-from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.sharding import abstract_model
 from bigmodel_jax.train import builders, checkpointing, metrics, outputs, plots
 from bigmodel_jax.train.loop import evaluate
+from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.state import TrainState, state_shardings
 from bigmodel_jax.train.step import make_eval_step, make_train_step
 

@@ -41,7 +41,6 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import sharding
-from bigmodel_jax.optim.factory import make_optimizer
 from bigmodel_jax.train import (
   builders,
   checkpointing,
@@ -55,6 +54,7 @@ from bigmodel_jax.train import (
 from bigmodel_jax.train.errors import ConfigError, NonFiniteError
 from bigmodel_jax.train.hessian_option import hessian_metrics, with_hessian_monitor
 from bigmodel_jax.train.nonfinite import NonFiniteGuard
+from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.preemption import Preempted, PreemptionWatcher
 from bigmodel_jax.train.state import abstract_train_state, init_train_state
 from bigmodel_jax.train.step import make_eval_step, make_train_step
