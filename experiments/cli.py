@@ -124,6 +124,11 @@ def fail(message: str) -> NoReturn:
 
 def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool,
                reads: Sequence[str] | None) -> Callable[[list[str]], None]:
+  def check(config: ml_collections.ConfigDict) -> None:
+    config_checks.check_config(config, data_feeds_model)
+    if reads is not None:
+      config_checks.check_sections(config, reads)
+
   def reporting_main(argv: list[str]) -> None:
     quiet_third_party_logging()
     std_logging.getLogger("absl").addFilter(_OrbaxErrorFilter())
@@ -131,13 +136,12 @@ def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool,
     sys.unraisablehook = _without_closed_loop_callbacks(sys.unraisablehook)
     try:
       if "config" in flags.FLAGS and isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
-        config_checks.check_config(flags.FLAGS.config, data_feeds_model)
-        if reads is not None:
-          config_checks.check_sections(flags.FLAGS.config, reads)
+        check(flags.FLAGS.config)
       main(argv)
     except RunError as e:
       fail(str(e))
 
+  reporting_main.check_config = check  # for tests/readme_commands.py: checks without running
   return reporting_main
 
 

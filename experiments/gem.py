@@ -203,6 +203,10 @@ def run(config, workdir: str) -> dict:
   return out
 
 
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = ("seed", "model", "loss", "task", "train", "gem")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -211,4 +215,4 @@ def main(argv):
 
 if __name__ == "__main__":
   cli.define_config_and_workdir()
-  cli.run(main)
+  cli.run(main, reads=READS)

@@ -17,9 +17,12 @@ import sys
 from absl import app, flags, logging
 
 from bigmodel_jax.train import distributed
-from bigmodel_jax.train.loop import train_and_evaluate
+from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE, Preempted
 from experiments import cli
+
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = (*TRAINER_READS, "distributed")
 
 
 def main(argv):
@@ -50,4 +53,4 @@ def final_report(summary: dict, workdir: str) -> str:
 
 if __name__ == "__main__":
   cli.define_config_and_workdir(workdir_help="Run directory (outputs, checkpoints, resume).")
-  cli.run(main)
+  cli.run(main, reads=READS)

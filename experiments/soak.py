@@ -37,6 +37,7 @@ import numpy as np
 from absl import app, flags
 
 from bigmodel_jax.train import checkpointing, metrics, outputs, plots
+from bigmodel_jax.train.loop import TRAINER_READS
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE
 from experiments import cli
 
@@ -253,6 +254,10 @@ def _plot(events: list[dict], path: str) -> None:
   plots.save_figure(fig, path, dpi=110)
 
 
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = (*TRAINER_READS, "distributed", "soak")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -261,4 +266,4 @@ def main(argv):
 
 if __name__ == "__main__":
   cli.define_config_and_workdir("Soak config file.", "Output directory (must not hold a soak).")
-  cli.run(main)
+  cli.run(main, reads=READS)

@@ -5,7 +5,8 @@ override flags): reads a JSON list of {"module": "experiments.X", "argv": [...]}
 prints a JSON list with one error message (or null) per command. Each module runs as `__main__`
 (some define their flags only there) with `app.run` replaced by the flag parsing it starts with,
 which loads the config file (and `:variant`) and applies every `--config.a.b=...` override: an
-unknown module, flag, config file, variant or config key is an error here.
+unknown module, flag, config file, variant or config key is an error here, and so is a config
+value outside its domain or a config section the experiment does not read.
 """
 
 import json
@@ -46,9 +47,14 @@ def parse_command(module: str, argv: list[str]) -> str | None:
 
 
 def _parse_only(main, argv=None, **kwargs) -> None:
-  """Stands in for `app.run`: parses the flags (and validates them) and runs nothing."""
-  del main, kwargs
+  """Stands in for `app.run`: parses the flags (and validates them), checks the config as
+  `experiments.cli.run` would before `main` (value domains; sections the experiment reads) and
+  runs nothing."""
+  del kwargs
   FLAGS(argv or sys.argv)
+  check = getattr(main, "check_config", None)
+  if check is not None and "config" in FLAGS and FLAGS.config is not None:
+    check(FLAGS.config)
 
 
 def main() -> None:

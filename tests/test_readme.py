@@ -137,7 +137,8 @@ def test_every_make_target_exists():
 
 
 def test_a_broken_command_is_caught():
-  """The checker itself: an unknown module, flag, variant and config key are each reported."""
+  """The checker itself: an unknown module, flag, variant and config key, a section the
+  experiment does not read and a value outside its domain are each reported."""
   broken = [dict(module="experiments.no_such", argv=[]),
             dict(module="experiments.pretrain", argv=["--config=configs/pretrain.py",
                                                       "--workdirr=/tmp/x"]),
@@ -147,10 +148,16 @@ def test_a_broken_command_is_caught():
                                                       "--config.train.stepz=3",
                                                       "--workdir=/tmp/x"]),
             dict(module="experiments.pretrain", argv=["--config=configs/pretrain.py",
-                                                      "--workdir=/tmp/x"])]
+                                                      "--workdir=/tmp/x"]),
+            dict(module="experiments.gem", argv=["--config=configs/pretrain.py",
+                                                 "--workdir=/tmp/x"]),
+            dict(module="experiments.pretrain", argv=["--config=configs/pretrain.py",
+                                                      "--config.opt.lr=-1", "--workdir=/tmp/x"])]
   errors = _parse_errors(broken)
-  assert [e is None for e in errors] == [False, False, False, False, True], errors
+  assert [e is None for e in errors] == [False, False, False, False, True, False, False], errors
   assert "workdirr" in errors[1] and "stepz" in errors[3]
+  assert "'data' is read by no code of this experiment" in errors[5]  # a section gem never reads
+  assert "opt.lr must be > 0" in errors[6]
 
 
 def test_continuation_and_command_extraction():

@@ -129,6 +129,9 @@ def _device_peak_bytes() -> int | None:
 
 StepBuilder = Callable[..., Callable]
 
+# The config's top-level keys that `train_and_evaluate` reads.
+TRAINER_READS = ("seed", "model", "data", "train", "loss", "opt", "mesh", "sharding_rules")
+
 
 def unfused_step(graphdef, model_config, optimizer: optax.GradientTransformation,
                  schedule: optax.Schedule, config: ml_collections.ConfigDict) -> Callable:
