@@ -262,6 +262,13 @@ def test_saved_identity_rebuilds_the_config_and_a_feature_change_is_refused():
   other = checkpointing.run_identity(dataclasses.replace(config, qk_norm=True), "adamw")
   with pytest.raises(checkpointing.IncompatibleCheckpointError, match="qk_norm"):
     checkpointing.check_identity(identity, other, "/tmp/run")
+  # A checkpoint from before the features named the architecture; the same model resumes.
+  old = {**identity, "model": {"architecture": "llama", **{
+      k: v for k, v in identity["model"].items() if k not in config.features()}}}
+  checkpointing.check_identity(checkpointing.upgraded_identity(old), identity, "/tmp/run")
+  with pytest.raises(checkpointing.IncompatibleCheckpointError, match="norm"):
+    checkpointing.check_identity(checkpointing.upgraded_identity(
+        {**old, "model": {**old["model"], "architecture": "gpt2"}}), identity, "/tmp/run")
 
 
 def test_export_refuses_features_of_no_hugging_face_type(tmp_path):
