@@ -20,7 +20,15 @@ def get_config(*sections: str) -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.model = ml_collections.ConfigDict(dict(
-      architecture="gpt2",
+      architecture="gpt2",  # the preset: gpt2 | llama | qwen3 (bigmodel_jax/models/presets.py)
+      # Features; None takes the preset's value, e.g. --config.model.qk_norm=True overrides it.
+      norm=ml_collections.config_dict.placeholder(str),  # layernorm | rmsnorm
+      mlp=ml_collections.config_dict.placeholder(str),  # gelu | swiglu
+      positions=ml_collections.config_dict.placeholder(str),  # learned | rope
+      use_bias=ml_collections.config_dict.placeholder(bool),
+      qk_norm=ml_collections.config_dict.placeholder(bool),
+      attn_logit_softcap=ml_collections.config_dict.placeholder(float),  # c * tanh(x / c)
+      final_logit_softcap=ml_collections.config_dict.placeholder(float),
       vocab_size=0,  # 0: the tokenizer's vocabulary size
       num_layers=4,
       num_heads=4,

@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from bigmodel_jax.models import TransformerConfig, create_model
+from bigmodel_jax.models import create_model, from_preset
 from bigmodel_jax.models.sampling import SamplingOptions, generate
 from experiments import cli
 
@@ -61,8 +61,8 @@ def _timed(fn, *args) -> float:
 def run(*, new_tokens: int, prompt_len: int, batch: int, layers: int, width: int,
         repeats: int) -> dict:
   """Times cached and recomputing greedy decoding; returns the JSON record."""
-  config = TransformerConfig(
-      architecture="gpt2", vocab_size=257, num_layers=layers, num_heads=width // 32,
+  config = from_preset(
+      "gpt2", vocab_size=257, num_layers=layers, num_heads=width // 32,
       num_kv_heads=width // 32, head_dim=32, embed_dim=width, mlp_dim=4 * width,
       max_seq_len=prompt_len + new_tokens, tie_embeddings=True)
   graphdef, params = nnx.split(create_model(config, nnx.Rngs(0)))

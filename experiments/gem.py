@@ -26,7 +26,7 @@ from flax import nnx
 
 from bigmodel_jax import losses
 from bigmodel_jax.data.multi_answer import MultiAnswerTask
-from bigmodel_jax.models import TransformerConfig, create_model
+from bigmodel_jax.models import create_model, from_preset
 from bigmodel_jax.train import metrics, outputs, plots
 from experiments import cli
 
@@ -51,8 +51,9 @@ def token_loss(config, name: str):
 
 
 def _model(config, task):
-  model_config = TransformerConfig(vocab_size=task.vocab_size, max_seq_len=task.seq_len,
-                                   **config.model)
+  fields = {k: v for k, v in config.model.items() if k != "architecture"}
+  model_config = from_preset(config.model.architecture, vocab_size=task.vocab_size,
+                             max_seq_len=task.seq_len, **fields)
   graphdef, params = nnx.split(create_model(model_config, nnx.Rngs(config.seed)), nnx.Param)
   return graphdef, nnx.to_pure_dict(params)
 

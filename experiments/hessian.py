@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from bigmodel_jax import hessian, losses
 from bigmodel_jax.data import ByteTokenizer, load_source, make_lm_dataset
 from bigmodel_jax.data.digits import load_digits
-from bigmodel_jax.models import LAYER_AXES, TransformerConfig, create_model
+from bigmodel_jax.models import LAYER_AXES, create_model, from_preset
 from bigmodel_jax.models.classifier_mlp import ClassifierMLP
 from bigmodel_jax.models.cnn import CNN
 from bigmodel_jax.train import outputs, plots
@@ -51,10 +51,10 @@ def _split(model):
 def gpt_task(c, seed: int) -> dict:
   """The small GPT on the embedded stdlib corpus (byte tokens)."""
   g = c.gpt
-  config = TransformerConfig(architecture="gpt2", vocab_size=g.vocab_size, num_layers=g.num_layers,
-                             num_heads=g.num_heads, num_kv_heads=g.num_heads,
-                             head_dim=g.embed_dim // g.num_heads, embed_dim=g.embed_dim,
-                             mlp_dim=g.mlp_dim, max_seq_len=g.seq_len, tie_embeddings=True)
+  config = from_preset("gpt2", vocab_size=g.vocab_size, num_layers=g.num_layers,
+                       num_heads=g.num_heads, num_kv_heads=g.num_heads,
+                       head_dim=g.embed_dim // g.num_heads, embed_dim=g.embed_dim,
+                       mlp_dim=g.mlp_dim, max_seq_len=g.seq_len, tie_embeddings=True)
   graphdef, params = _split(create_model(config, nnx.Rngs(seed)))
   data_dir = g.data_dir or None
 

@@ -10,7 +10,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import blocks
-from bigmodel_jax.models import LAYER_AXES, TransformerConfig, create_model
+from bigmodel_jax.models import LAYER_AXES, create_model, from_preset
 from bigmodel_jax.optim import AdamMiniState, scale_by_adam_mini
 from bigmodel_jax.optim import adam_mini as adam_mini_any_tree
 from bigmodel_jax.train.optimizers import decay_mask
@@ -20,12 +20,12 @@ def adam_mini(*args, **kwargs):
   """Adam-mini on this project's models held as pure dicts: their stacked layers declared."""
   return adam_mini_any_tree(*args, layer_axes=LAYER_AXES, **kwargs)
 
-GPT2 = TransformerConfig(architecture="gpt2", vocab_size=48, num_layers=2, num_heads=4,
-                         num_kv_heads=4, head_dim=8, embed_dim=32, mlp_dim=64, max_seq_len=16,
-                         tie_embeddings=True)
-LLAMA = TransformerConfig(architecture="llama", vocab_size=48, num_layers=2, num_heads=4,
-                          num_kv_heads=2, head_dim=8, embed_dim=32, mlp_dim=64, max_seq_len=16,
-                          tie_embeddings=False)
+GPT2 = from_preset("gpt2", vocab_size=48, num_layers=2, num_heads=4,
+                   num_kv_heads=4, head_dim=8, embed_dim=32, mlp_dim=64, max_seq_len=16,
+                   tie_embeddings=True)
+LLAMA = from_preset("llama", vocab_size=48, num_layers=2, num_heads=4,
+                    num_kv_heads=2, head_dim=8, embed_dim=32, mlp_dim=64, max_seq_len=16,
+                    tie_embeddings=False)
 MODELS = {"gpt2": GPT2, "llama_gqa": LLAMA}
 HYPER = dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1)
 
@@ -238,12 +238,12 @@ def _assert_equivalent(a, b, ndim):
 
 
 @pytest.mark.parametrize("size,config", [
-    ("gpt2_124m", TransformerConfig(architecture="gpt2", vocab_size=50257, num_layers=12,
-                                    num_heads=12, num_kv_heads=12, head_dim=64, embed_dim=768,
-                                    mlp_dim=3072, max_seq_len=1024, tie_embeddings=True)),
-    ("llama2_7b", TransformerConfig(architecture="llama", vocab_size=32000, num_layers=32,
-                                    num_heads=32, num_kv_heads=32, head_dim=128, embed_dim=4096,
-                                    mlp_dim=11008, max_seq_len=4096, tie_embeddings=False)),
+    ("gpt2_124m", from_preset("gpt2", vocab_size=50257, num_layers=12,
+                              num_heads=12, num_kv_heads=12, head_dim=64, embed_dim=768,
+                              mlp_dim=3072, max_seq_len=1024, tie_embeddings=True)),
+    ("llama2_7b", from_preset("llama", vocab_size=32000, num_layers=32,
+                              num_heads=32, num_kv_heads=32, head_dim=128, embed_dim=4096,
+                              mlp_dim=11008, max_seq_len=4096, tie_embeddings=False)),
 ])
 def test_state_is_about_half_of_adamw(size, config):
   model = nnx.eval_shape(lambda: create_model(config, nnx.Rngs(0)))

@@ -15,7 +15,7 @@ from flax import nnx
 from flax.training import train_state
 
 from bigmodel_jax import blocks, hessian
-from bigmodel_jax.models import LAYER_AXES, TransformerConfig, create_model
+from bigmodel_jax.models import LAYER_AXES, create_model, from_preset
 from bigmodel_jax.optim import adam_mini, mofo
 from bigmodel_jax.optim.weight_decay import decay_mask
 
@@ -123,9 +123,9 @@ def test_weight_decay_by_rank_whatever_the_names():
 
 # This project's models through nnx.Optimizer, the idiomatic NNX way.
 
-LLAMA = TransformerConfig(architecture="llama", vocab_size=48, num_layers=2, num_heads=4,
-                          num_kv_heads=2, head_dim=8, embed_dim=32, mlp_dim=64, max_seq_len=16,
-                          tie_embeddings=False)
+LLAMA = from_preset("llama", vocab_size=48, num_layers=2, num_heads=4,
+                    num_kv_heads=2, head_dim=8, embed_dim=32, mlp_dim=64, max_seq_len=16,
+                    tie_embeddings=False)
 
 
 def test_nnx_optimizer_gives_the_blocks_and_update_of_the_pure_dict_path():

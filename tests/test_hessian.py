@@ -11,7 +11,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import blocks, hessian, sharding
-from bigmodel_jax.models import TransformerConfig, create_model
+from bigmodel_jax.models import create_model, from_preset
 
 LAYERS = {"layers": 0}  # the test trees stack their layers on axis 0 under "layers"
 
@@ -81,9 +81,9 @@ def _transformer_problem():
 @functools.cache
 def _project_gpt2_problem():
   """This project's GPT-2 (one layer); its attention and logits run in float32 by design."""
-  config = TransformerConfig(architecture="gpt2", vocab_size=11, num_layers=1, num_heads=2,
-                             num_kv_heads=2, head_dim=4, embed_dim=8, mlp_dim=16, max_seq_len=6,
-                             tie_embeddings=True, dtype="float64", param_dtype="float64")
+  config = from_preset("gpt2", vocab_size=11, num_layers=1, num_heads=2,
+                       num_kv_heads=2, head_dim=4, embed_dim=8, mlp_dim=16, max_seq_len=6,
+                       tie_embeddings=True, dtype="float64", param_dtype="float64")
   graphdef, state = nnx.split(create_model(config, nnx.Rngs(0)), nnx.Param)
   params = nnx.to_pure_dict(state)
   tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, 11)

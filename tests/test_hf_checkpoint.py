@@ -1,5 +1,6 @@
-"""Hugging Face checkpoints: parity with transformers (PyTorch, CPU) on tiny random Llama and GPT-2
-models, sharded import, exact export round trip, and errors that name the file and the tensor."""
+"""Hugging Face checkpoints: parity with transformers (PyTorch, CPU) on tiny random Llama, GPT-2 and
+Qwen3 models, sharded import, exact export round trip, and errors that name the file and the
+tensor."""
 
 import json
 import os
@@ -40,7 +41,23 @@ def _gpt2(seed: int = 0) -> transformers.PreTrainedModel:
   return transformers.GPT2LMHeadModel(config).eval()
 
 
-MODELS = {"llama": _llama, "gpt2": _gpt2}
+def _qwen3(seed: int = 0) -> transformers.PreTrainedModel:
+  """A tiny Qwen3 (QK-norm) with grouped-query attention, head_dim != hidden / heads, and random
+  QK-norm scales (they start at one)."""
+  torch.manual_seed(seed)
+  config = transformers.Qwen3Config(
+      vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+      rms_norm_eps=1e-5, tie_word_embeddings=False, initializer_range=0.2)
+  model = transformers.Qwen3ForCausalLM(config).eval()
+  with torch.no_grad():
+    for name, weight in model.named_parameters():
+      if name.endswith(("q_norm.weight", "k_norm.weight")):
+        weight.uniform_(0.5, 1.5)
+  return model
+
+
+MODELS = {"llama": _llama, "gpt2": _gpt2, "qwen3": _qwen3}
 
 
 def _logits(model: transformers.PreTrainedModel, tokens: np.ndarray) -> np.ndarray:
@@ -73,7 +90,8 @@ def test_import_matches_transformers_logits(saved, fsdp_mesh):
   name, model, directory = saved
   mesh, rules = fsdp_mesh
   config, graphdef, params = hf.import_checkpoint(directory, mesh, rules)
-  assert config.architecture == name
+  assert hf.model_type(config) == name
+  assert config.qk_norm == (name == "qwen3")
   if name == "llama":
     assert (config.num_kv_heads, config.rope_scaling.factor, config.tie_embeddings) == (2, 8, False)
   logits = np.asarray(nnx.merge(graphdef, params)(TOKENS))
@@ -93,7 +111,7 @@ def test_import_places_each_leaf_on_its_sharding(saved, fsdp_mesh):
     assert leaf.sharding.is_equivalent_to(expected[path], leaf.ndim), path
   query = flat["layers/attn/query/kernel"]  # [layers, embed, heads, head_dim]
   assert query.sharding.spec[1:3] == ("fsdp", "tensor")
-  assert query.addressable_shards[0].data.shape == (2, 32 // 4, 4 // 2, 8)
+  assert query.addressable_shards[0].data.shape == (2, 32 // 4, 4 // 2, config.head_dim)
 
 
 def test_export_then_import_is_exact_and_transformers_loads_it(saved, fsdp_mesh, tmp_path):

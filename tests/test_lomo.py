@@ -10,7 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
-from bigmodel_jax.models import TransformerConfig, create_model
+from bigmodel_jax.models import create_model, from_preset
 from bigmodel_jax.optim import AdaLomoState, adalomo, lomo, stacked_layers
 from bigmodel_jax.sharding import abstract_model
 from bigmodel_jax.train.fused_step import make_fused_train_step
@@ -70,12 +70,12 @@ def test_lomo_is_sgd_with_element_wise_clipping():
   np.testing.assert_allclose(updates["w"], -0.75)
 
 
-GPT2 = TransformerConfig(architecture="gpt2", vocab_size=32, num_layers=3, num_heads=2,
-                         num_kv_heads=2, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=8,
-                         tie_embeddings=True)
-LLAMA = TransformerConfig(architecture="llama", vocab_size=32, num_layers=3, num_heads=2,
-                          num_kv_heads=1, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=8,
-                          tie_embeddings=False)
+GPT2 = from_preset("gpt2", vocab_size=32, num_layers=3, num_heads=2,
+                   num_kv_heads=2, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=8,
+                   tie_embeddings=True)
+LLAMA = from_preset("llama", vocab_size=32, num_layers=3, num_heads=2,
+                    num_kv_heads=1, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=8,
+                    tie_embeddings=False)
 CASES = {
     "gpt2_adalomo": (GPT2, adalomo(0.05, weight_decay=0.1, weight_decay_mask=decay_mask,
                                    layer_axes=stacked_layers)),

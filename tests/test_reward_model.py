@@ -11,7 +11,7 @@ from figure_checks import check_saved_figures
 from flax import nnx
 
 from bigmodel_jax.data.arithmetic import ArithmeticSource
-from bigmodel_jax.models import TransformerConfig
+from bigmodel_jax.models import from_preset
 from bigmodel_jax.rl.reward_model import (
   bradley_terry_loss,
   learned_reward,
@@ -23,9 +23,9 @@ from bigmodel_jax.rl.value_model import ValueModel
 from configs import reward_model_arithmetic
 from experiments import reward_model
 
-CONFIG = TransformerConfig(architecture="gpt2", vocab_size=257, num_layers=1, num_heads=2,
-                           num_kv_heads=2, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=12,
-                           tie_embeddings=True)
+CONFIG = from_preset("gpt2", vocab_size=257, num_layers=1, num_heads=2,
+                     num_kv_heads=2, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=12,
+                     tie_embeddings=True)
 
 
 def test_pairs_are_ordered_by_the_programmatic_reward():

@@ -12,16 +12,16 @@ from flax import nnx
 from bigmodel_jax import rl
 from bigmodel_jax.data.arithmetic import ArithmeticSource, encode_prompts
 from bigmodel_jax.data.tokenizers import ByteTokenizer
-from bigmodel_jax.models import TransformerConfig, create_model
+from bigmodel_jax.models import create_model, from_preset
 from bigmodel_jax.models.sampling import SamplingOptions
 from bigmodel_jax.rl import grpo, ppo, remax, returns, rloo
 from bigmodel_jax.rl.gradient_variance import gradient_estimates, total_variance
 from bigmodel_jax.rl.rewards import arithmetic_reward
 from bigmodel_jax.rl.rollout import Scores
 
-CONFIG = TransformerConfig(architecture="gpt2", vocab_size=257, num_layers=1, num_heads=2,
-                           num_kv_heads=2, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=12,
-                           tie_embeddings=True)
+CONFIG = from_preset("gpt2", vocab_size=257, num_layers=1, num_heads=2,
+                     num_kv_heads=2, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=12,
+                     tie_embeddings=True)
 OPTIONS = rl.RLOptions(SamplingOptions(max_new_tokens=4, eos_id=10), samples_per_prompt=2)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bigmodel_jax.models import TransformerConfig, create_model
+from bigmodel_jax.models import create_model, from_preset
 from bigmodel_jax.models.logit_filters import filter_logits, top_k_filter, top_p_filter
 from bigmodel_jax.models.sampling import SamplingOptions, generate, generate_sampled_and_greedy
 from experiments.bench_sampling import greedy_by_recompute
@@ -16,9 +16,11 @@ from experiments.bench_sampling import greedy_by_recompute
 TINY = dict(vocab_size=64, num_layers=2, num_heads=4, head_dim=8, embed_dim=32, mlp_dim=64,
             max_seq_len=24)
 CONFIGS = {
-    "gpt2": TransformerConfig(architecture="gpt2", num_kv_heads=4, tie_embeddings=True, **TINY),
-    "llama": TransformerConfig(architecture="llama", num_kv_heads=2, tie_embeddings=False,
-                               **TINY),
+    "gpt2": from_preset("gpt2", num_kv_heads=4, tie_embeddings=True, **TINY),
+    "llama": from_preset("llama", num_kv_heads=2, tie_embeddings=False, **TINY),
+    # No preset: RMSNorm, GELU, learned positions, biases, QK-norm and both soft-caps.
+    "mix": from_preset("llama", num_kv_heads=2, mlp="gelu", positions="learned", use_bias=True,
+                       qk_norm=True, attn_logit_softcap=5.0, final_logit_softcap=10.0, **TINY),
 }
 ARCHS = pytest.mark.parametrize("arch", list(CONFIGS))
 

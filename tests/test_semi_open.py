@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bigmodel_jax.models import TransformerConfig
+from bigmodel_jax.models import from_preset
 from bigmodel_jax.semi_open import (
   fresh_params,
   layer_mask,
@@ -25,9 +25,9 @@ from bigmodel_jax.sharding import abstract_model
 from configs import default
 from configs import semi_open as semi_open_config
 
-CONFIG = TransformerConfig(architecture="gpt2", vocab_size=32, num_layers=4, num_heads=2,
-                           num_kv_heads=2, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=16,
-                           tie_embeddings=True)
+CONFIG = from_preset("gpt2", vocab_size=32, num_layers=4, num_heads=2,
+                     num_kv_heads=2, head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=16,
+                     tie_embeddings=True)
 
 
 def _batches(seed: int = 0, num: int = 2) -> dict:
@@ -39,8 +39,8 @@ def _batches(seed: int = 0, num: int = 2) -> dict:
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
 def test_replace_layers_swaps_exactly_the_chosen_slices(architecture):
-  config = CONFIG if architecture == "gpt2" else TransformerConfig(
-      architecture="llama", vocab_size=32, num_layers=4, num_heads=2, num_kv_heads=1,
+  config = CONFIG if architecture == "gpt2" else from_preset(
+      "llama", vocab_size=32, num_layers=4, num_heads=2, num_kv_heads=1,
       head_dim=8, embed_dim=16, mlp_dim=32, max_seq_len=16, tie_embeddings=False)
   victim, fresh = fresh_params(config, 0), fresh_params(config, 1)
   replaced = replace_layers(victim, fresh, layer_mask(4, (1, 3)))

@@ -1,4 +1,4 @@
-"""Import a Hugging Face Llama / GPT-2 directory as sharded Flax NNX parameters, and export back.
+"""Import a Hugging Face GPT-2 / Llama / Qwen3 directory as sharded NNX parameters; export back.
 
 Import reads config.json into a TransformerConfig, checks every tensor's presence and shape from
 the safetensors headers, then builds each parameter leaf with `jax.make_array_from_callback` and
@@ -24,6 +24,7 @@ from bigmodel_jax.hf.config import (
   CONFIG_FILE,
   HFCheckpointError,
   from_hf_config,
+  model_type,
   read_config,
   to_hf_config,
 )
@@ -55,7 +56,7 @@ def load_config(directory: str, **numerics) -> TransformerConfig:
 def _tensor_names(rules: list[layout.TensorRule], config: TransformerConfig, reader
                   ) -> dict[str, list[str]]:
   """Rule name -> the file's tensor name per layer (GPT-2 files may lack "transformer.")."""
-  strip = (config.architecture == "gpt2" and
+  strip = (model_type(config) == "gpt2" and
            not any(n.startswith(layout.GPT2_PREFIX) for n in reader.weight_map))
   names = {}
   for rule in rules:
@@ -78,7 +79,7 @@ def _check_tensors(rules, names: dict[str, list[str]], reader, config: Transform
                       if n not in expected and not n.endswith(layout.IGNORED_SUFFIXES))
   if unexpected:
     raise HFCheckpointError(f"{reader.path(unexpected[0])}: tensor {unexpected[0]!r} has no "
-                            f"place in a {config.architecture} model ({len(unexpected)} such "
+                            f"place in a {model_type(config)} model ({len(unexpected)} such "
                             f"tensors: {unexpected[:5]})")
 
 
@@ -177,12 +178,16 @@ def export_checkpoint(directory: str, config: TransformerConfig, params, *,
 
   Returns:
     The names of the files written.
+
+  Raises:
+    HFCheckpointError: before writing anything, when no Hugging Face model_type has the config's
+      features.
   """
   dtype = dtype or config.param_dtype
+  hf_config = to_hf_config(config, dtype)  # first: raises when no model_type fits
   os.makedirs(directory, exist_ok=True)
   tensors = _export_tensors(config, params, jnp.dtype(dtype))
   files = write_safetensors(directory, tensors, max_shard_bytes)
-  hf_config = to_hf_config(config, dtype)
   if tokenizer_dir:
     source = read_config(tokenizer_dir) if os.path.isfile(
         os.path.join(tokenizer_dir, CONFIG_FILE)) else {}

@@ -1,8 +1,10 @@
-"""Hugging Face `config.json` <-> TransformerConfig, for Llama and GPT-2.
+"""Hugging Face `config.json` <-> TransformerConfig, for GPT-2, Llama and Qwen3.
 
-Only what the models here compute is accepted: a field that would change the computation to
-something they do not implement (another activation, attention biases in Llama, a RoPE type
-other than Llama-3's, ...) is an error naming config.json and the field, never ignored.
+Each Hugging Face model_type is one preset (`models/presets.py`): import builds the config from
+that preset, export finds the model_type whose preset has the config's features (an error when
+none has). Only what the models here compute is accepted: a field that would change the
+computation to something they do not implement (another activation, attention biases in Llama, a
+RoPE type other than Llama-3's, ...) is an error naming config.json and the field, never ignored.
 """
 
 import json
@@ -10,11 +12,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from bigmodel_jax.models import RopeScaling, TransformerConfig
+from bigmodel_jax.models import RopeScaling, TransformerConfig, presets
+from bigmodel_jax.models.config import FEATURES
 
 CONFIG_FILE = "config.json"
-MODEL_TYPES = ("gpt2", "llama")
-ARCHITECTURE_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
+MODEL_TYPES = ("gpt2", "llama", "qwen3")
+ARCHITECTURE_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
+                        "qwen3": "Qwen3ForCausalLM"}
+# The preset (feature set) of each Hugging Face model_type.
+PRESET_OF_MODEL_TYPE = {"gpt2": "gpt2", "llama": "llama", "qwen3": "qwen3"}
 GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 ROPE_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
                      "original_max_position_embeddings")
@@ -77,7 +83,7 @@ def _gpt2_fields(hf: Mapping[str, Any], path: str) -> dict[str, Any]:
     raise HFCheckpointError(f"{path}: n_embd ({embed_dim}) is not divisible by n_head "
                             f"({num_heads})")
   return dict(
-      architecture="gpt2", vocab_size=_field(hf, path, "vocab_size"),
+      vocab_size=_field(hf, path, "vocab_size"),
       num_layers=_field(hf, path, "n_layer"), num_heads=num_heads, num_kv_heads=num_heads,
       head_dim=embed_dim // num_heads, embed_dim=embed_dim,
       mlp_dim=hf.get("n_inner") or 4 * embed_dim, max_seq_len=_field(hf, path, "n_positions"),
@@ -108,10 +114,11 @@ def _llama_fields(hf: Mapping[str, Any], path: str) -> dict[str, Any]:
   _require(hf, path, "attention_bias", (False,))
   _require(hf, path, "mlp_bias", (False,))
   _require(hf, path, "pretraining_tp", (1,))
+  _require(hf, path, "use_sliding_window", (False,))
   embed_dim, num_heads = _field(hf, path, "hidden_size"), _field(hf, path, "num_attention_heads")
   theta, scaling = _llama_rope(hf, path)
   return dict(
-      architecture="llama", vocab_size=_field(hf, path, "vocab_size"),
+      vocab_size=_field(hf, path, "vocab_size"),
       num_layers=_field(hf, path, "num_hidden_layers"), num_heads=num_heads,
       num_kv_heads=hf.get("num_key_value_heads") or num_heads,
       head_dim=hf.get("head_dim") or embed_dim // num_heads, embed_dim=embed_dim,
@@ -123,7 +130,7 @@ def _llama_fields(hf: Mapping[str, Any], path: str) -> dict[str, Any]:
 
 def from_hf_config(hf: Mapping[str, Any], path: str = CONFIG_FILE, **numerics
                    ) -> TransformerConfig:
-  """The TransformerConfig of a Hugging Face Llama or GPT-2 config.
+  """The TransformerConfig of a Hugging Face GPT-2, Llama or Qwen3 config.
 
   Args:
     hf: the parsed config.json.
@@ -142,19 +149,51 @@ def from_hf_config(hf: Mapping[str, Any], path: str = CONFIG_FILE, **numerics
                             f"(supported: {list(MODEL_TYPES)})")
   try:
     fields = _gpt2_fields(hf, path) if model_type == "gpt2" else _llama_fields(hf, path)
-    return TransformerConfig(**fields, **numerics)
+    return presets.from_preset(PRESET_OF_MODEL_TYPE[model_type], **fields, **numerics)
   except (TypeError, ValueError) as e:  # e.g. a size given as a string
     if isinstance(e, HFCheckpointError):
       raise
     raise HFCheckpointError(f"{path}: {e}") from e
 
 
+def model_type(config: TransformerConfig) -> str:
+  """The Hugging Face model_type whose preset has `config`'s features.
+
+  Args:
+    config: the model config.
+
+  Returns:
+    One of MODEL_TYPES.
+
+  Raises:
+    HFCheckpointError: naming the features, when no model_type has them (or, for gpt2, when the
+      heads do not split the width).
+  """
+  features = config.features()
+  for name in MODEL_TYPES:
+    fields = presets.PRESETS[PRESET_OF_MODEL_TYPE[name]]
+    if all(fields[f] == features[f] for f in FEATURES):
+      if name == "gpt2" and config.num_heads * config.head_dim != config.embed_dim:
+        raise HFCheckpointError(
+            f"Hugging Face gpt2 needs head_dim * num_heads == embed_dim, got head_dim "
+            f"({config.head_dim}) * num_heads ({config.num_heads}) != {config.embed_dim}")
+      return name
+  raise HFCheckpointError(f"no Hugging Face model_type has the features {features} (supported: "
+                          + ", ".join(f"{t} = preset {PRESET_OF_MODEL_TYPE[t]!r}"
+                                      for t in MODEL_TYPES) + ")")
+
+
 def to_hf_config(config: TransformerConfig, dtype: str) -> dict[str, Any]:
-  """The Hugging Face config.json fields of `config` (weights stored in `dtype`)."""
-  common = dict(architectures=[ARCHITECTURE_CLASSES[config.architecture]],
-                model_type=config.architecture, vocab_size=config.vocab_size,
+  """The Hugging Face config.json fields of `config` (weights stored in `dtype`).
+
+  Raises:
+    HFCheckpointError: when no Hugging Face model_type has `config`'s features.
+  """
+  kind = model_type(config)
+  common = dict(architectures=[ARCHITECTURE_CLASSES[kind]],
+                model_type=kind, vocab_size=config.vocab_size,
                 tie_word_embeddings=config.tie_embeddings, dtype=dtype, torch_dtype=dtype)
-  if config.architecture == "gpt2":
+  if kind == "gpt2":
     return dict(common, n_embd=config.embed_dim, n_layer=config.num_layers,
                 n_head=config.num_heads, n_inner=config.mlp_dim, n_positions=config.max_seq_len,
                 layer_norm_epsilon=config.norm_eps, activation_function="gelu_new",
@@ -162,6 +201,8 @@ def to_hf_config(config: TransformerConfig, dtype: str) -> dict[str, Any]:
   rope_scaling = None
   if config.rope_scaling is not None:
     rope_scaling = dict(config.rope_scaling._asdict(), rope_type="llama3")
+  if kind == "qwen3":
+    common.update(use_sliding_window=False)
   return dict(common, hidden_size=config.embed_dim, intermediate_size=config.mlp_dim,
               num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
               num_key_value_heads=config.num_kv_heads, head_dim=config.head_dim,

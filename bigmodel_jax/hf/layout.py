@@ -4,7 +4,7 @@ Every rule maps one Hugging Face tensor (per layer, for the stacked blocks) to o
 of this project's parameters. The layouts differ by at most a transpose (torch `nn.Linear`
 stores [out, in]; GPT-2's `Conv1D` already stores [in, out]), a split of the output axis (GPT-2's
 fused `c_attn` holds query, key and value) and a reshape (the head structure of the attention
-kernels), so one pair of functions serves every tensor in both directions. Both Llama and this
+kernels), so one pair of functions serves every tensor in both directions. Llama, Qwen3 and this
 project use the "rotate half" RoPE layout, so query and key rows need no permutation.
 """
 
@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bigmodel_jax.hf.config import model_type
 from bigmodel_jax.models import TransformerConfig
 
 LAYER = "{layer}"  # stands for the layer index in a per-layer tensor name
@@ -123,6 +124,10 @@ def _llama_rules(c: TransformerConfig) -> list[TensorRule]:
                             ("mlp.up_proj", "mlp/up", (f, d)),
                             ("mlp.down_proj", "mlp/down", (d, f))):
     rules.append(TensorRule(f"{layer}{name}.weight", shape, (f"layers/{leaf}/kernel",), True))
+  if c.qk_norm:  # Qwen3
+    for name, leaf in (("q_norm", "query_norm"), ("k_norm", "key_norm")):
+      rules.append(TensorRule(f"{layer}self_attn.{name}.weight", (c.head_dim,),
+                              (f"layers/attn/{leaf}/scale",)))
   if not c.tie_embeddings:
     rules.append(TensorRule("lm_head.weight", (c.vocab_size, d), ("lm_head/kernel",), True))
   return rules
@@ -154,8 +159,8 @@ def _gpt2_rules(c: TransformerConfig) -> list[TensorRule]:
 
 
 def tensor_rules(config: TransformerConfig) -> list[TensorRule]:
-  """The rules of every Hugging Face tensor of `config`'s architecture."""
-  return _gpt2_rules(config) if config.architecture == "gpt2" else _llama_rules(config)
+  """The rules of every Hugging Face tensor of `config`'s model_type (`hf.config.model_type`)."""
+  return _gpt2_rules(config) if model_type(config) == "gpt2" else _llama_rules(config)
 
 
 # Names that older GPT-2 files use (saved from GPT2Model, without the "transformer." prefix).

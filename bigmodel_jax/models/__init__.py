@@ -1,9 +1,13 @@
-"""Decoder-only transformers (GPT-2, Llama) in Flax NNX with stacked, scanned layers."""
+"""Decoder-only transformers in Flax NNX with stacked, scanned layers; the architecture is data.
+
+`TransformerConfig` carries the features (norm, MLP, positions, biases, QK-norm, soft-caps);
+`presets` names feature sets (GPT-2, Llama, Qwen3) and `from_preset` builds configs from them.
+"""
 
 from bigmodel_jax.models.config import RopeScaling, TransformerConfig
 from bigmodel_jax.models.factory import create_model
-from bigmodel_jax.models.gpt2 import GPT2
-from bigmodel_jax.models.llama import Llama
-from bigmodel_jax.models.transformer import LAYER_AXES
+from bigmodel_jax.models.presets import PRESETS, from_preset
+from bigmodel_jax.models.transformer import LAYER_AXES, Transformer
 
-__all__ = ["GPT2", "LAYER_AXES", "Llama", "RopeScaling", "TransformerConfig", "create_model"]
+__all__ = ["LAYER_AXES", "PRESETS", "RopeScaling", "Transformer", "TransformerConfig",
+           "create_model", "from_preset"]

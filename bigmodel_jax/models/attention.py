@@ -1,4 +1,5 @@
-"""Causal multi-head attention with grouped-query heads, optional RoPE and a KV cache."""
+"""Causal multi-head attention: grouped-query heads, optional RoPE, QK-norm, logit soft-cap,
+and a KV cache."""
 
 from typing import NamedTuple
 
@@ -8,6 +9,7 @@ from flax import nnx
 
 from bigmodel_jax.models import initializers, rope
 from bigmodel_jax.models.config import TransformerConfig
+from bigmodel_jax.models.norms import make_head_norm
 
 
 class LayerCache(NamedTuple):
@@ -25,7 +27,7 @@ class LayerCache(NamedTuple):
 def _projection(config: TransformerConfig, einsum: str, kernel_names: tuple[str, ...],
                 bias_names: tuple[str, ...], *, kernel_shape: tuple[int, ...], stddev: float,
                 rngs: nnx.Rngs) -> nnx.Einsum:
-  """An einsum projection with logical axis names; biased iff the architecture uses biases."""
+  """An einsum projection with logical axis names; biased iff config.use_bias."""
   bias_shape = kernel_shape[-len(bias_names):] if config.use_bias else None
   return nnx.Einsum(
       einsum, kernel_shape, bias_shape, dtype=config.compute_dtype,
@@ -33,7 +35,13 @@ def _projection(config: TransformerConfig, einsum: str, kernel_names: tuple[str,
       bias_init=initializers.zeros(bias_names), rngs=rngs)
 
 
-def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+  """cap * tanh(x / cap) (Gemma 2's soft-capping), or x unchanged when cap is None."""
+  return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                     logit_cap: float | None = None) -> jax.Array:
   """Softmax attention under a boolean mask; K key/value heads are shared by H / K query heads.
 
   The logits and the softmax are computed in float32; everything is plain differentiable jnp,
@@ -48,6 +56,7 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
     v: [batch, kv_length, K, head_dim] values.
     mask: bool, broadcastable to [batch, 1, q_length, kv_length]; True where a query may attend
       to a key.
+    logit_cap: None, or the soft-cap of the (scaled) attention logits.
 
   Returns:
     [batch, q_length, H, head_dim] in the dtype of `v`.
@@ -57,11 +66,13 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
   scale = jnp.sqrt(jnp.float32(head_dim))
   if num_heads == num_kv_heads:
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / scale
+    logits = softcap(logits, logit_cap)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
   q = q.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)
-  logits = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32) / scale
+  logits = softcap(jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
+                   / scale, logit_cap)
   logits = jnp.where(jnp.expand_dims(mask, -3), logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
@@ -73,8 +84,8 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
 CAUSAL_BLOCK = 64
 
 
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = CAUSAL_BLOCK
-                     ) -> jax.Array:
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = CAUSAL_BLOCK,
+                     logit_cap: float | None = None) -> jax.Array:
   """Causal softmax attention: each position attends to itself and the positions before it.
 
   Sequences longer than `block` are cut into query blocks; block [s, e) attends to keys [0, e)
@@ -88,6 +99,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = CAUS
     k: [batch, length, K, head_dim] keys, H % K == 0.
     v: [batch, length, K, head_dim] values.
     block: query positions per block.
+    logit_cap: None, or the soft-cap of the (scaled) attention logits.
 
   Returns:
     [batch, length, H, head_dim] in the dtype of `v`.
@@ -97,7 +109,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = CAUS
   for start in range(0, length, block):
     end = min(start + block, length)
     mask = jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :]
-    outputs.append(masked_attention(q[:, start:end], k[:, :end], v[:, :end], mask))
+    outputs.append(masked_attention(q[:, start:end], k[:, :end], v[:, :end], mask, logit_cap))
   return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=1)
 
 
@@ -105,7 +117,8 @@ class Attention(nnx.Module):
   """Causal self-attention with separate query/key/value/out projections.
 
   Parameters: query/kernel [D, H, Dh], key/kernel and value/kernel [D, K, Dh], out/kernel
-  [H, Dh, D]; with biases (GPT-2) query/bias [H, Dh], key/bias, value/bias [K, Dh], out/bias [D].
+  [H, Dh, D]; with biases query/bias [H, Dh], key/bias, value/bias [K, Dh], out/bias [D]; with
+  QK-norm query_norm/scale and key_norm/scale [Dh].
   """
 
   def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
@@ -123,10 +136,16 @@ class Attention(nnx.Module):
     self.out = _projection(config, "blhk,hkd->bld", ("heads", "head_dim", "embed"), ("embed",),
                            kernel_shape=(h, dh, d),
                            stddev=initializers.residual_stddev(config.num_layers), rngs=rngs)
+    if config.qk_norm:
+      self.query_norm = make_head_norm(config, rngs=rngs)
+      self.key_norm = make_head_norm(config, rngs=rngs)
 
   def _qkv(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Projects to queries, keys and values (RoPE-rotated for Llama)."""
+    """Projects to queries, keys and values (queries and keys QK-normed, then RoPE-rotated,
+    as configured)."""
     q, k, v = self.query(x), self.key(x), self.value(x)
+    if self.config.qk_norm:
+      q, k = self.query_norm(q), self.key_norm(k)
     if self.config.use_rope:
       inv_freq = rope.inverse_frequencies(self.config.head_dim, self.config.rope_theta,
                                           self.config.rope_scaling)
@@ -144,7 +163,8 @@ class Attention(nnx.Module):
     Returns:
       [batch, length, embed] in the compute dtype.
     """
-    return self.out(causal_attention(*self._qkv(x, positions)))
+    return self.out(causal_attention(*self._qkv(x, positions),
+                                     logit_cap=self.config.attn_logit_softcap))
 
   def cached(self, x: jax.Array, positions: jax.Array, cache: LayerCache, index: jax.Array
              ) -> tuple[jax.Array, LayerCache]:
@@ -170,4 +190,5 @@ class Attention(nnx.Module):
                                                     start))
     slots = jnp.arange(cache.key.shape[1], dtype=jnp.int32)
     mask = slots[None, None, None, :] <= positions[:, None, :, None]
-    return self.out(masked_attention(q, cache.key, cache.value, mask)), cache
+    attended = masked_attention(q, cache.key, cache.value, mask, self.config.attn_logit_softcap)
+    return self.out(attended), cache

@@ -1,4 +1,4 @@
-"""Feed-forward blocks: GELU MLP (GPT-2) and SwiGLU (Llama)."""
+"""Feed-forward blocks: GELU MLP and SwiGLU."""
 
 import jax
 from flax import nnx
@@ -9,7 +9,7 @@ from bigmodel_jax.models.config import TransformerConfig
 
 def _dense(config: TransformerConfig, in_dim: int, out_dim: int, names: tuple[str, str], *,
            stddev: float, rngs: nnx.Rngs) -> nnx.Linear:
-  """A Linear with logical axis names; biased iff the architecture uses biases."""
+  """A Linear with logical axis names; biased iff config.use_bias."""
   return nnx.Linear(
       in_dim, out_dim, use_bias=config.use_bias, dtype=config.compute_dtype,
       param_dtype=config.weight_dtype, kernel_init=initializers.normal(names, stddev),
@@ -17,7 +17,7 @@ def _dense(config: TransformerConfig, in_dim: int, out_dim: int, names: tuple[st
 
 
 class GeluMLP(nnx.Module):
-  """GPT-2 MLP: down(gelu_tanh(up(x))), with biases."""
+  """GELU MLP (GPT-2): down(gelu_tanh(up(x)))."""
 
   def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
     d, f = config.embed_dim, config.mlp_dim
@@ -38,7 +38,7 @@ class GeluMLP(nnx.Module):
 
 
 class SwiGLU(nnx.Module):
-  """Llama MLP: down(silu(gate(x)) * up(x)), no biases."""
+  """SwiGLU MLP (Llama): down(silu(gate(x)) * up(x))."""
 
   def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
     d, f = config.embed_dim, config.mlp_dim
@@ -60,5 +60,5 @@ class SwiGLU(nnx.Module):
 
 
 def make_mlp(config: TransformerConfig, *, rngs: nnx.Rngs) -> nnx.Module:
-  """Builds the architecture's MLP (GeluMLP for GPT-2, SwiGLU for Llama)."""
-  return GeluMLP(config, rngs=rngs) if config.architecture == "gpt2" else SwiGLU(config, rngs=rngs)
+  """Builds the configured MLP: GeluMLP for config.mlp "gelu", SwiGLU for "swiglu"."""
+  return GeluMLP(config, rngs=rngs) if config.mlp == "gelu" else SwiGLU(config, rngs=rngs)

@@ -74,7 +74,7 @@ def generate(graphdef: nnx.GraphDef, params: dict, prompts: jax.Array, key: jax.
   The model is passed split (`nnx.split`), so this is a pure function of arrays and jits.
 
   Args:
-    graphdef: the graph definition of a Transformer (GPT2 or Llama).
+    graphdef: the graph definition of a Transformer.
     params: its parameters as a pure dict (`nnx.to_pure_dict`), as the train state holds them.
     prompts: int32[batch, prompt_len] prompts, all of one length (no padding).
     key: PRNG key of the draws.

@@ -1,4 +1,4 @@
-"""The decoder-only transformer shared by GPT-2 and Llama.
+"""The decoder-only transformer, built from the features of its config.
 
 The blocks are stacked: they are created with `nnx.vmap` (one rng split per layer) and applied
 with `nnx.scan`, so every per-layer parameter has a leading axis of size num_layers, annotated
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bigmodel_jax.models import initializers
-from bigmodel_jax.models.attention import LayerCache
+from bigmodel_jax.models.attention import LayerCache, softcap
 from bigmodel_jax.models.block import Block
 from bigmodel_jax.models.config import TransformerConfig
 from bigmodel_jax.models.norms import make_norm
@@ -43,7 +43,8 @@ def _embed(config: TransformerConfig, num_embeddings: int, names: tuple[str | No
 
 
 class Transformer(nnx.Module):
-  """Token embedding, stacked pre-norm blocks, final norm and (tied or untied) LM head."""
+  """Token embedding (plus a learned position table unless RoPE), stacked pre-norm blocks, final
+  norm and (tied or untied) LM head, its logits optionally soft-capped."""
 
   def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
     self.config = config
@@ -137,8 +138,10 @@ class Transformer(nnx.Module):
     return scan_fn(x, self.layers, positions)
 
   def _logits(self, x: jax.Array) -> jax.Array:
-    """Projects onto the vocabulary with float32 accumulation and output."""
+    """Projects onto the vocabulary with float32 accumulation and output (then soft-caps)."""
     if self.config.tie_embeddings:
       embedding = self.embed.embedding[...].astype(self.config.compute_dtype)
-      return jnp.einsum("bld,vd->blv", x, embedding, preferred_element_type=jnp.float32)
-    return self.lm_head(x).astype(jnp.float32)
+      logits = jnp.einsum("bld,vd->blv", x, embedding, preferred_element_type=jnp.float32)
+    else:
+      logits = self.lm_head(x).astype(jnp.float32)
+    return softcap(logits, self.config.final_logit_softcap)

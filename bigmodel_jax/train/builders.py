@@ -24,15 +24,31 @@ from bigmodel_jax.data import (
   sample_eval_batches,
 )
 from bigmodel_jax.data.tokenizers import HF_PREFIX
-from bigmodel_jax.models import TransformerConfig
+from bigmodel_jax.models import TransformerConfig, presets
+from bigmodel_jax.models.config import FEATURES
 
 TRANSFORMER_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
+PRESET_KEY = "architecture"  # model.architecture names the preset (models/presets.py)
+
+
+def _build(name: str | None, fields: dict) -> TransformerConfig:
+  """The TransformerConfig of preset `name` overridden by `fields`, whose features left None
+  take the preset's values; without a preset (a saved TransformerConfig, e.g. a checkpoint's
+  identity) `fields` must give every feature."""
+  if name is None:
+    return TransformerConfig(**fields)
+  if name not in presets.PRESETS:
+    raise ValueError(f"{PRESET_KEY} ({name!r}) must be one of {tuple(presets.PRESETS)}")
+  overrides = {k: v for k, v in fields.items() if k not in FEATURES or v is not None}
+  return presets.from_preset(name, **overrides)
 
 
 def model_config(model: ml_collections.ConfigDict, tokenizer_vocab_size: int | None
                  ) -> TransformerConfig:
   """The TransformerConfig of the `model` section.
 
+  `model.architecture` names the preset whose features the model has; the feature keys
+  (`model.norm`, `model.qk_norm`, ...) left None take the preset's values, set ones override them.
   `model.vocab_size = 0` takes the tokenizer's vocabulary size; a positive value must be at least
   that (larger is allowed, e.g. GPT-2's 50257 rows with a byte tokenizer).
 
@@ -44,6 +60,7 @@ def model_config(model: ml_collections.ConfigDict, tokenizer_vocab_size: int | N
     A validated TransformerConfig.
   """
   fields = dict(model)
+  name = fields.pop(PRESET_KEY, None)
   unknown = set(fields) - TRANSFORMER_FIELDS
   if unknown:
     raise ValueError(f"unknown model config keys {sorted('model.' + k for k in unknown)}")
@@ -57,7 +74,7 @@ def model_config(model: ml_collections.ConfigDict, tokenizer_vocab_size: int | N
   if fields.get("rope_scaling") is not None:
     fields["rope_scaling"] = dict(fields["rope_scaling"])  # a ConfigDict is no Mapping
   try:
-    return TransformerConfig(**fields)
+    return _build(name, fields)
   except (TypeError, ValueError) as e:
     raise ValueError(f"invalid model config: model.{e}") from e
 

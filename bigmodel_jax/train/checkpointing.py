@@ -28,6 +28,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from bigmodel_jax.models import presets
+from bigmodel_jax.models.config import FEATURES
 from bigmodel_jax.train.errors import CheckpointError, IncompatibleCheckpointError
 
 ITEMS = ("state", "data", "meta", "checksums", "counters")
@@ -211,6 +213,16 @@ def fingerprint(tree) -> dict[str, list[int]]:
           for path, value in flat}
 
 
+def upgraded_identity(saved: dict[str, Any]) -> dict[str, Any]:
+  """`saved` with a model named by `architecture` (checkpoints from before the features) given
+  that preset's features instead, so that a run of the same model still resumes."""
+  model = dict(saved.get("model") or {})
+  name = model.pop("architecture", None)
+  if name not in presets.PRESETS or any(f in model for f in FEATURES):
+    return saved
+  return {**saved, "model": {**{f: presets.PRESETS[name][f] for f in FEATURES}, **model}}
+
+
 def check_identity(saved: dict[str, Any], current: dict[str, Any], directory: str) -> None:
   """Raises an IncompatibleCheckpointError naming every key in which the saved run differs."""
   saved_flat, current_flat = _flatten(saved), _flatten(current)
@@ -247,7 +259,8 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, identity):
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-      check_identity(meta, json.loads(json.dumps(identity)), str(manager.directory))
+      check_identity(upgraded_identity(meta), json.loads(json.dumps(identity)),
+                     str(manager.directory))
       restored = _restore_verified(manager, step, abstract_state)
     except IncompatibleCheckpointError:
       raise

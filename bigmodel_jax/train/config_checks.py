@@ -15,6 +15,8 @@ from typing import Any
 
 import ml_collections
 
+from bigmodel_jax.models.config import MLPS, NORMS, POSITIONS
+from bigmodel_jax.models.presets import PRESETS
 from bigmodel_jax.train.errors import ConfigError
 
 
@@ -35,6 +37,7 @@ def _interval(low: float, high: float, closed_low: bool, closed_high: bool
 
 
 POSITIVE = ("> 0", lambda v: _number(v) and v > 0)
+BOOL = ("a bool", lambda v: isinstance(v, bool))
 NON_NEGATIVE = (">= 0", lambda v: _number(v) and v >= 0)
 FRACTION = _interval(0, 1, True, True)  # [0, 1]
 DECAY = _interval(0, 1, True, False)  # [0, 1)
@@ -72,6 +75,14 @@ RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
         "max_seq_len")},
     "model.vocab_size": _integer(0),
     "model.norm_eps": POSITIVE,
+    "model.architecture": (f"a preset, one of {tuple(PRESETS)}", lambda v: v in PRESETS),
+    "model.norm": (f"one of {NORMS}", lambda v: v in NORMS),
+    "model.mlp": (f"one of {MLPS}", lambda v: v in MLPS),
+    "model.positions": (f"one of {POSITIONS}", lambda v: v in POSITIONS),
+    "model.use_bias": BOOL,
+    "model.qk_norm": BOOL,
+    "model.attn_logit_softcap": POSITIVE,
+    "model.final_logit_softcap": POSITIVE,
 }
 
 

@@ -35,7 +35,7 @@ def flops_per_token(config: TransformerConfig, seq_len: int) -> float:
     FLOPs per token.
   """
   lookup_params = 0 if config.tie_embeddings else config.vocab_size * config.embed_dim
-  if config.architecture == "gpt2":
+  if not config.use_rope:  # the learned position table
     lookup_params += config.max_seq_len * config.embed_dim
   matmul_params = config.num_params() - lookup_params
   attention = 12 * config.num_layers * config.num_heads * config.head_dim * seq_len

@@ -111,7 +111,7 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
   """The fused layer-by-layer training step.
 
   Args:
-    model_config: the model's configuration (GPT-2 or Llama, stacked layers).
+    model_config: the model's configuration (stacked layers).
     optimizer: the optax transformation, without global-norm clipping (see module docstring).
     schedule: the learning-rate schedule, only for logging.
     max_grad_norm: global-norm clipping by the two-pass method; 0 disables it (one pass).
@@ -128,11 +128,7 @@ def make_fused_train_step(model_config: TransformerConfig, optimizer: optax.Grad
   block_graphdef = _block_graphdef(model_config)
 
   def embed(params, tokens, positions):
-    model = nnx.merge(graphdef, params)
-    x = model.embed(tokens)
-    if not model_config.use_rope:
-      x = x + model.pos_embed(positions)
-    return x
+    return nnx.merge(graphdef, params)._embed_tokens(tokens, positions)
 
   def head_loss(params, x, batch):
     model = nnx.merge(graphdef, params)

@@ -41,6 +41,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import sharding
+from bigmodel_jax.models import presets
 from bigmodel_jax.train import (
   builders,
   checkpointing,
@@ -318,6 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   }
   if is_lead:
     outputs.write_summary(summary, workdir)
+    title = f"{presets.describe(model_config)}, {summary['num_params']:,} params"
     plots.plot_loss_curves(metrics.read_metrics(workdir), os.path.join(workdir, "loss.png"),
-                           title=f"{model_config.architecture}, {summary['num_params']:,} params")
+                           title=title)
   return summary
