@@ -5,29 +5,34 @@ r"""GEM vs cross-entropy SFT on a multi-answer task: diversity, best-of-n, NLL.
 A small GPT-2 is trained FROM SCRATCH (no pre-trained model is used) on
 `bigmodel_jax.data.multi_answer`: each prompt's correct set is every permutation of its letters,
 and the training data shows them with a fixed skew. Each loss of `gem.losses` ("ce" or
-"gem:<beta>") trains from the same seed on the same batches with AdamW; on `gem.eval_prompts`
+"gem:<beta>") trains from the same seed on the same batches with AdamW, through the trainer
+(`train_and_evaluate`: checkpoints, resume, non-finite guard, progress); on `gem.eval_prompts`
 held-out prompts it reports: NLL (nats/answer token) of the skewed data distribution and of the
 uniform distribution over the correct set, mean token entropy, and over `gem.num_samples`
 samples per prompt: accuracy of one sample, best-of-n accuracy (any sample correct), coverage
 (fraction of the correct set produced), distinct-1 / distinct-2 and distinct answers.
-Writes workdir/<loss>/metrics.jsonl, summary.json, gem_metrics.png and gem_training.png.
+Writes workdir/<loss>/ (the trainer's run: config.json, metrics.jsonl, checkpoints, its
+summary.json with these metrics as "final_metrics"), summary.json, gem_metrics.png and
+gem_training.png (held-out cross-entropy during training).
 """
 
+import functools
 import json
 import os
 
 import jax
 import jax.numpy as jnp
 import matplotlib
+import ml_collections
 import numpy as np
-import optax
 from absl import app, flags
 from flax import nnx
 
-from bigmodel_jax import losses
-from bigmodel_jax.data.multi_answer import MultiAnswerTask
-from bigmodel_jax.models import create_model, from_preset
+from bigmodel_jax.data.multi_answer import MultiAnswerBatches, MultiAnswerTask
 from bigmodel_jax.train import metrics, outputs, plots
+from bigmodel_jax.train.builders import LanguageModelData
+from bigmodel_jax.train.errors import ConfigError
+from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
 from experiments import cli
 
 matplotlib.use("Agg")
@@ -40,59 +45,35 @@ def make_task(config) -> MultiAnswerTask:
                          held_out_fraction=t.held_out_fraction, seed=config.seed)
 
 
-def token_loss(config, name: str):
-  """`ce` or `gem:<beta>` -> a token loss (h from config.loss.h)."""
-  if name == "ce":
-    return losses.make_token_loss("cross_entropy")
-  kind, _, beta = name.partition(":")
-  if kind != "gem":
-    raise ValueError(f"gem.losses: {name!r} is neither 'ce' nor 'gem:<beta>'")
-  return losses.make_token_loss("gem", beta=float(beta), h=config.loss.h)
+def run_config(config: ml_collections.ConfigDict, loss_name: str) -> ml_collections.ConfigDict:
+  """The trainer's config of one loss of `gem.losses`: `loss` set from the name."""
+  run = ml_collections.ConfigDict(config.to_dict())
+  del run["task"], run["gem"]
+  if loss_name == "ce":
+    run.loss.name = "cross_entropy"
+  else:
+    kind, _, beta = loss_name.partition(":")
+    if kind != "gem":
+      raise ConfigError(f"gem.losses: {loss_name!r} is neither 'ce' nor 'gem:<beta>'")
+    run.loss.update(name="gem", beta=float(beta))
+  return run
 
 
-def _model(config, task):
-  fields = {k: v for k, v in config.model.items() if k != "architecture"}
-  model_config = from_preset(config.model.architecture, vocab_size=task.vocab_size,
-                             max_seq_len=task.seq_len, **fields)
-  graphdef, params = nnx.split(create_model(model_config, nnx.Rngs(config.seed)), nnx.Param)
-  return graphdef, nnx.to_pure_dict(params)
-
-
-def train(config, task, loss_name: str, workdir: str):
-  """Trains one model with `loss_name`; returns (graphdef, params)."""
-  graphdef, params = _model(config, task)
-  loss = token_loss(config, loss_name)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, config.train.lr, config.train.warmup_steps,
-                                                config.train.steps, config.train.lr * 0.1)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adamw(schedule, weight_decay=config.train.weight_decay))
-
-  @jax.jit
-  def step(params, opt_state, batch):
-    def objective(p):
-      logits = nnx.merge(graphdef, p)(batch["inputs"])
-      total, weight = loss(logits, batch["targets"], batch["weights"])
-      ce = losses.cross_entropy(logits, batch["targets"], batch["weights"])[0]
-      return total / weight, ce / weight
-
-    (value, ce), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value, ce
-
-  opt_state, rng = optimizer.init(params), np.random.default_rng(config.seed)
-  writer = metrics.MetricWriter(os.path.join(workdir, loss_name.replace(":", "_")))
-  bar = metrics.progress_bar(config.train.steps, 0)
-  bar.set_description(loss_name)
-  for i in range(config.train.steps):
-    batch = task.sample_batch(rng, config.train.batch_size, "train")
-    params, opt_state, value, ce = step(params, opt_state, batch)
-    if (i + 1) % config.train.log_every == 0 or i + 1 == config.train.steps:
-      writer.write(i + 1, {"loss": value, "train_ce": ce})
-      bar.set_postfix(loss=f"{float(value):.3f}", ce=f"{float(ce):.3f}")
-    bar.update(1)
-  bar.close()
-  writer.close()
-  return graphdef, params
+def task_data(config: ml_collections.ConfigDict, task: MultiAnswerTask) -> LanguageModelData:
+  """The task as the trainer's data: skewed training batches, held-out evaluation batches."""
+  if config.model.max_seq_len < task.seq_len:
+    raise ConfigError(f"model.max_seq_len ({config.model.max_seq_len}) must be >= the task's "
+                      f"sequence length 2 * task.answer_len + 1 = {task.seq_len}")
+  size = config.train.global_batch_size
+  rng = np.random.default_rng(config.train.eval_seed)
+  eval_batches = [task.sample_batch(rng, size, "test") for _ in range(config.train.eval_batches)]
+  return LanguageModelData(
+      tokenizer=task,
+      train_iterator=lambda: MultiAnswerBatches(task, size, config.seed),
+      eval_batches=lambda: eval_batches,
+      bytes_per_token=None,
+      description={split: {"prompts": len(prompts)} for split, prompts in task.splits.items()},
+      seq_len=task.seq_len)
 
 
 def nll_and_entropy(graphdef, params, batch) -> tuple[float, float]:
@@ -150,7 +131,7 @@ def sample_metrics(task, prompts, samples) -> dict:
 
 
 def evaluate(config, task, graphdef, params) -> dict:
-  """Every held-out metric of one trained model."""
+  """Every held-out metric of one trained model (the trainer's `final_metrics`)."""
   rng = np.random.default_rng(config.seed + 1)
   prompts = task.splits["test"][:config.gem.eval_prompts]
   skewed = task.batch(task.sequences(prompts, rng.choice(len(task.permutations),
@@ -180,20 +161,26 @@ def _plot_metrics(summary: dict, path: str) -> None:
 def _plot_training(workdir: str, names, path: str) -> None:
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for name in names:
-    rows = metrics.read_metrics(os.path.join(workdir, name.replace(":", "_")))
-    ax.plot([r["step"] for r in rows], [r["train_ce"] for r in rows], label=name)
-  plots.label_axes(ax, "step", "training cross-entropy (nats/answer token)")
+    rows = [r for r in metrics.read_metrics(_run_dir(workdir, name)) if "eval_loss" in r]
+    ax.plot([r["step"] for r in rows], [r["eval_loss"] for r in rows], marker="o", label=name)
+  plots.label_axes(ax, "step", "held-out cross-entropy (nats/answer token)")
   plots.save_figure(fig, path)
+
+
+def _run_dir(workdir: str, loss_name: str) -> str:
+  return os.path.join(workdir, loss_name.replace(":", "_"))
 
 
 def run(config, workdir: str) -> dict:
   """Trains and evaluates every loss of `gem.losses`; writes and returns the summary."""
   outputs.write_config(config, workdir)
   task = make_task(config)
+  data = task_data(config, task)
   summary = {}
   for name in config.gem.losses:
-    graphdef, params = train(config, task, name, workdir)
-    summary[name] = evaluate(config, task, graphdef, params)
+    summary[name] = train_and_evaluate(
+        run_config(config, name), _run_dir(workdir, name), data=data,
+        final_metrics=functools.partial(evaluate, config, task))["final_metrics"]
     print(f"[gem] {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[name].items()),
           flush=True)
   out = {"h": config.loss.h, "trained_from_scratch": True, "num_samples": config.gem.num_samples,
@@ -205,7 +192,7 @@ def run(config, workdir: str) -> dict:
 
 
 # The config's top-level keys (experiments/cli.py refuses any other).
-READS = ("seed", "model", "loss", "task", "train", "gem")
+READS = (*(k for k in TRAINER_READS if k != "data"), "task", "gem")
 
 
 def main(argv):

@@ -1,5 +1,7 @@
 """GEM loss: closed-form logit gradient, CE equivalence at beta=1, masking, selector, task."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,3 +83,25 @@ def test_multi_answer_task():
   prompt = np.array([0, 1, 2])
   assert task.answer_index(prompt, np.array([0, 0, 1, task.eos_id])) == -1
   assert task.answer_index(prompt, np.array([2, 1, 0, task.eos_id])) == 5
+
+
+def test_gem_experiment_trains_every_loss_through_the_trainer(tmp_path):
+  from bigmodel_jax.train import config_checks
+  from configs import gem as gem_config
+  from experiments import gem
+
+  config = gem_config.get_config("small")
+  for mode in ("full", "small"):
+    config_checks.check_sections(gem_config.get_config(mode), gem.READS)
+  summary = gem.run(config, str(tmp_path))
+  assert list(summary["losses"]) == ["ce", "gem:0.7"]
+  for name, row in summary["losses"].items():
+    assert 0 <= row["accuracy"] <= 1 and 0 <= row["best_of_n_accuracy"] <= 1
+    assert np.isfinite(row["heldout_nll"]) and row["token_entropy"] > 0
+    run_dir = tmp_path / name.replace(":", "_")
+    with open(run_dir / "config.json") as f:
+      assert json.load(f)["loss"]["name"] == ("cross_entropy" if name == "ce" else "gem")
+    assert (run_dir / "checkpoints").is_dir()
+  for png in ("gem_metrics.png", "gem_training.png"):
+    assert (tmp_path / png).stat().st_size > 0
+  assert gem.run(config, str(tmp_path))["losses"] == summary["losses"]  # finished runs are kept

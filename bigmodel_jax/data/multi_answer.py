@@ -81,6 +81,12 @@ class MultiAnswerTask:
     weights[:, self.answer_len:] = 1.0
     return {"inputs": sequences[:, :-1], "targets": sequences[:, 1:], "weights": weights}
 
+  def decode(self, ids) -> str:
+    """Text of token ids: letters a, b, ..., ":" for SEP, a newline for EOS (for reading
+    samples; the task is its own tokenizer)."""
+    names = [chr(ord("a") + i) for i in range(self.num_letters)] + [":", "\n"]
+    return "".join(names[int(i)] for i in ids)
+
   def sample_batch(self, rng: np.random.Generator, batch_size: int, split: str = "train"
                    ) -> dict[str, np.ndarray]:
     """A batch of prompts of `split` with answers drawn from the skewed distribution."""
@@ -101,3 +107,35 @@ class MultiAnswerTask:
       if np.array_equal(prompt[perm], answer[:-1]):
         return index
     return -1
+
+
+class MultiAnswerBatches:
+  """Training batches of a task as a checkpointable iterator (the trainer's data interface).
+
+  Batch i is drawn from `np.random.default_rng((seed, i))`, so the state is the batch count and
+  a resumed run sees the batches it would have seen (single-process runs).
+
+  Args:
+    task: the task.
+    batch_size: rows per batch.
+    seed: the seed of the draws.
+    split: the prompts' split.
+  """
+
+  def __init__(self, task: MultiAnswerTask, batch_size: int, seed: int, split: str = "train"):
+    self.task, self.batch_size, self.seed, self.split = task, batch_size, seed, split
+    self.step = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng((self.seed, self.step))
+    self.step += 1
+    return self.task.sample_batch(rng, self.batch_size, self.split)
+
+  def get_state(self) -> dict:
+    return {"step": self.step}
+
+  def set_state(self, state: dict) -> None:
+    self.step = int(state["step"])

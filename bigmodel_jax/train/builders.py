@@ -133,15 +133,18 @@ class LanguageModelData:
     tokenizer: the tokenizer (vocab_size, eos_id, encode, decode).
     train_iterator: () -> checkpointable iterator over this process's training batches.
     eval_batches: () -> the validation sample (`sample_eval_batches`), the same every time.
-    bytes_per_token: UTF-8 bytes per token of the validation split (for bits per byte).
+    bytes_per_token: UTF-8 bytes per token of the validation split (for bits per byte), or
+      None for data that is not text.
     description: what a summary records of the data: each split's fingerprint and size.
+    seq_len: the length of a batch's rows.
   """
 
   tokenizer: object
   train_iterator: Callable[[], object]
   eval_batches: Callable[[], list]
-  bytes_per_token: float
+  bytes_per_token: float | None
   description: dict
+  seq_len: int
 
 
 def describe_split(source) -> dict:
@@ -196,6 +199,7 @@ def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
       eval_batches=lambda: eval_batches,
       bytes_per_token=bytes_per_token(sources["validation"], tokenizer),
       description={split: describe_split(source) for split, source in sources.items()},
+      seq_len=data.seq_len,
   )
 
 

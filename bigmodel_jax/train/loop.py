@@ -121,6 +121,13 @@ def _nonfinite_stop(error: NonFiniteError, manager) -> NonFiniteError:
       "change between runs).")
 
 
+def _bits_per_byte(eval_loss: float, data: builders.LanguageModelData) -> dict:
+  """{"eval_bits_per_byte": ...} for text data, {} for data without bytes."""
+  if not data.bytes_per_token:
+    return {}
+  return {"eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token}
+
+
 def _device_peak_bytes() -> int | None:
   """The most memory the first local device has held in this process (None on CPU, which keeps
   no statistics)."""
@@ -130,7 +137,7 @@ def _device_peak_bytes() -> int | None:
 
 StepBuilder = Callable[..., Callable]
 
-# The config's top-level keys that `train_and_evaluate` reads.
+# The config's top-level keys that `train_and_evaluate` reads (less "data" when data is given).
 TRAINER_READS = ("seed", "model", "data", "train", "loss", "opt", "mesh", "sharding_rules")
 
 
@@ -154,16 +161,22 @@ def unfused_step(graphdef, model_config, optimizer: optax.GradientTransformation
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       make_step: StepBuilder = unfused_step) -> dict:
+                       make_step: StepBuilder = unfused_step,
+                       data: builders.LanguageModelData | None = None,
+                       final_metrics: Callable[..., dict] | None = None) -> dict:
   """Trains, evaluates and checkpoints the model of `config`; resumes from `workdir` if possible.
 
   Args:
     config: the experiment config (see configs/pretrain.py for every key).
-    make_step: (graphdef, model_config, optimizer, schedule, config) -> the train step;
-      `unfused_step` (default) or `fused_step.fused_step`.
     workdir: the run directory; receives config.json, metrics.jsonl, tensorboard/, checkpoints/,
       summary.json (with `train.sample_tokens` > 0: a few texts sampled from the final model)
       and loss.png.
+    make_step: (graphdef, model_config, optimizer, schedule, config) -> the train step;
+      `unfused_step` (default) or `fused_step.fused_step`.
+    data: the run's data; None: built from the `data` section (`builders.make_data`). Given
+      data (e.g. a generated task's) replaces that section, which the config then leaves out.
+    final_metrics: (graphdef, params) -> {name: value} of the final model, recorded in the
+      summary under "final_metrics" (an experiment's own evaluation).
 
   Returns:
     The summary dict that is also written to summary.json.
@@ -185,7 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh, rules = builders.mesh_and_rules(config)
   train_cfg = config.train
   builders.check_batch_divisibility(train_cfg.global_batch_size, train_cfg.grad_accum_steps, mesh)
-  data = distributed.lead_first(lambda: builders.make_data(config), "data")
+  if data is None:
+    data = distributed.lead_first(lambda: builders.make_data(config), "data")
   model_config = builders.model_config(config.model, data.tokenizer.vocab_size)
   optimizer, schedule = make_optimizer(config.opt, train_cfg.steps)
   if train_cfg.hessian_every > 0:
@@ -232,8 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                       in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)
 
-  tokens_per_step = train_cfg.global_batch_size * config.data.seq_len
-  flops_per_step = flops.flops_per_token(model_config, config.data.seq_len) * tokens_per_step
+  tokens_per_step = train_cfg.global_batch_size * data.seq_len
+  flops_per_step = flops.flops_per_token(model_config, data.seq_len) * tokens_per_step
   peak = flops.peak_flops_per_device(train_cfg.peak_flops_per_device)
   writer = metrics.MetricWriter(workdir, enabled=is_lead)
   first_step = int(state.step)
@@ -271,8 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           paused = time.time()
           eval_loss, eval_tokens = evaluate(eval_step, state.params, data.eval_batches(),
                                             batch_sharding)
-          writer.write(done, {"eval_loss": eval_loss,
-                              "eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token})
+          writer.write(done, {"eval_loss": eval_loss, **_bits_per_byte(eval_loss, data)})
           if is_lead:
             bar.write(f"step {done}: validation loss {eval_loss:.4f} nats/token")
           window_start += time.time() - paused  # not training time
@@ -303,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "steps": train_cfg.steps,
       "num_params": model_config.num_params(),
       "final_eval_loss_nats_per_token": eval_loss,
-      "final_eval_bits_per_byte": eval_loss / math.log(2) / data.bytes_per_token,
+      "final_eval_bits_per_byte": _bits_per_byte(eval_loss, data).get("eval_bits_per_byte"),
       "eval_bytes_per_token": data.bytes_per_token,
       "eval_tokens": eval_tokens,
       "data": data.description,
@@ -317,6 +330,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "versions": outputs.package_versions(),
       "samples": texts,
   }
+  if final_metrics is not None:
+    summary["final_metrics"] = final_metrics(graphdef, state.params)
   if is_lead:
     outputs.write_summary(summary, workdir)
     title = f"{presets.describe(model_config)}, {summary['num_params']:,} params"
