@@ -22,7 +22,7 @@ def get_config(settings: str = "full") -> ml_collections.ConfigDict:
   if settings not in ("full", "small"):
     raise ValueError(f"configs/adam_mini_vs_adamw.py: settings must be 'full' or 'small', "
                      f"got {settings!r}")
-  c = default.get_config()
+  c = default.get_config("seed", "model", "data", "train", "loss", "opt", "mesh", "sharding_rules")
   c.compare = ml_collections.ConfigDict(dict(
       parts=("state_memory", "step_memory", "update_time", "pretrain"),
       # (a) optimizer state bytes: configs named "file:size".

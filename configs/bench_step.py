@@ -25,8 +25,7 @@ def get_config(settings: str = "full") -> ml_collections.ConfigDict:
   if settings not in ("full", "small"):
     raise ValueError(f"configs/bench_step.py: settings must be 'full' or 'small', got {settings!r}")
   small = settings == "small"
-  c = default.get_config()
-  del c.loss, c.distributed
+  c = default.get_config("seed", "model", "data", "opt", "mesh", "sharding_rules")
   c.train = ml_collections.ConfigDict(dict(steps=1_000, global_batch_size=16, grad_accum_steps=1,
                                            eval_batches=1, eval_seed=0))
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1))  # one device, like nanoGPT

@@ -22,7 +22,7 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
   """
   if mode not in ("full", "small"):
     raise ValueError(f"configs/lomo.py: mode must be 'full' or 'small', got {mode!r}")
-  c = default.get_config()
+  c = default.get_config("seed", "model", "data", "train", "loss", "opt", "mesh", "sharding_rules")
   c.train.steps = 150
   c.train.log_every = 5
   c.train.eval_every = 50

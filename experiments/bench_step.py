@@ -221,6 +221,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return summary
 
 
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = ("seed", "model", "data", "train", "opt", "mesh", "sharding_rules", "bench")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -234,4 +238,4 @@ def main(argv):
 
 if __name__ == "__main__":
   cli.define_config_and_workdir("configs/bench_step.py[:small]")
-  cli.run(main)
+  cli.run(main, reads=READS)

@@ -26,6 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax.train import builders, memory, metrics, outputs, plots
+from bigmodel_jax.train.loop import TRAINER_READS
 from bigmodel_jax.train.optimizers import make_optimizer, opt_with
 from experiments import cli
 
@@ -211,6 +212,10 @@ def run(config, workdir: str) -> dict:
   return summary
 
 
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = (*TRAINER_READS, "compare")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -223,4 +228,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory.")
   flags.mark_flags_as_required(["config", "workdir"])
-  cli.run(main)
+  cli.run(main, reads=READS)

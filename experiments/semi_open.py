@@ -341,6 +341,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return summary
 
 
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = ("seed", "model", "data", "mesh", "sharding_rules", "init_from", "pretrain", "rd",
+         "recovery", "customisation", "diagnostics", "criteria")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -351,4 +356,4 @@ def main(argv):
 
 if __name__ == "__main__":
   cli.define_config_and_workdir("configs/semi_open.py[:small]", "Where the outputs go.")
-  cli.run(main, data_feeds_model=False)
+  cli.run(main, data_feeds_model=False, reads=READS)

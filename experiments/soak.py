@@ -176,7 +176,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for d in (run_dir, reference_dir):
     if os.path.exists(d):
       raise FileExistsError(f"{d} exists; the soak needs a fresh --workdir")
-  config_file = write_config_file(config, workdir)
+  pretrain_config = ml_collections.ConfigDict(config.to_dict())
+  del pretrain_config["soak"]  # experiments.pretrain refuses sections it does not read
+  config_file = write_config_file(pretrain_config, workdir)
   rng = random.Random(config.soak.seed)
   signals = [signal.SIGKILL] * config.soak.kills + [signal.SIGTERM] * config.soak.sigterms
   start, launches = time.time(), []

@@ -20,7 +20,7 @@ from absl import app, flags
 
 from bigmodel_jax.train import metrics, outputs, plots
 from bigmodel_jax.train.fused_step import fused_step
-from bigmodel_jax.train.loop import train_and_evaluate, unfused_step
+from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate, unfused_step
 from bigmodel_jax.train.optimizers import opt_with
 from experiments import cli
 
@@ -78,6 +78,10 @@ def run(config, workdir: str) -> dict:
   return summary
 
 
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = (*TRAINER_READS, "lomo")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -86,4 +90,4 @@ def main(argv):
 
 if __name__ == "__main__":
   cli.define_config_and_workdir()
-  cli.run(main)
+  cli.run(main, reads=READS)

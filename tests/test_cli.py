@@ -83,11 +83,12 @@ def test_third_party_info_logging_is_off_unless_verbosity_is_given():
 
 def test_override_of_a_missing_section_names_it_and_the_key_meant(tmp_path):
   out = _run("experiments.gem", "--config=configs/gem.py:small", f"--workdir={tmp_path}/gem",
-             "--config.opt.lr=1e-3")
+             "--config.data.seq_len=8")
   assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
   assert out.stderr.strip() == (
-      "error: --config.opt.lr: configs/gem.py:small has no key opt.lr (it has no `opt` section; "
-      "its sections: gem, loss, model, task, train); did you mean --config.train.lr?")
+      "error: --config.data.seq_len: configs/gem.py:small has no key data.seq_len (it has no "
+      "`data` section; its sections: gem, loss, mesh, model, opt, task, train); did you mean "
+      "--config.model.max_seq_len?")
   assert not os.path.exists(tmp_path / "gem")
 
 
