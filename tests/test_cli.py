@@ -103,10 +103,10 @@ def test_bad_value_is_one_error_line_before_any_work(tmp_path):
 
 def test_missing_key_of_an_existing_section():
   message = cli.unknown_override_message(
-      ["prog", "--config", "configs/gem.py:small", "--config.train.lrr=1", "--config.seed=1"])
-  assert message == ("--config.train.lrr: configs/gem.py:small has no key train.lrr (its `train` "
-                     "section has no such key); did you mean --config.train.lr or "
-                     "--config.train.log_every?")
+      ["prog", "--config", "configs/gem.py:small", "--config.opt.lrr=1", "--config.seed=1"])
+  assert message == ("--config.opt.lrr: configs/gem.py:small has no key opt.lrr (its `opt` "
+                     "section has no such key); did you mean --config.opt.lr or "
+                     "--config.opt.l2sp?")
   argv = ["prog", "--config=configs/gem.py", "--config.seed=1"]
   assert cli.unknown_override_message(argv) is None
 

@@ -89,7 +89,8 @@ class HessianMonitorState(NamedTuple):
 
   Attributes:
     count: number of updates seen.
-    key: PRNG key of the probes.
+    key: the probes' PRNG key as raw uint32 data (`jax.random.key_data`), so that the state
+      checkpoints and sizes like any array.
     top_eigenvalues: [num_blocks] the latest top eigenvalue per block (NaN before the first).
     last_step: the update count at which they were computed (-1 before).
   """
@@ -130,8 +131,13 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
     return found if patterns is None else select_blocks(found, patterns, layers)
 
   def init_fn(params):
-    n = len(blocks_of(params, warn=True))
-    return HessianMonitorState(jnp.zeros((), jnp.int32), jax.random.key(seed),
+    # optax.tree_map_params (placing the state on a mesh) initialises with a placeholder that
+    # has no array leaves: only the state's structure matters there, so no block is listed.
+    leaves = jax.tree.leaves(params)
+    shaped = bool(leaves) and all(hasattr(x, "shape") for x in leaves)
+    n = len(blocks_of(params, warn=True)) if shaped else 0
+    return HessianMonitorState(jnp.zeros((), jnp.int32),
+                               jax.random.key_data(jax.random.key(seed)),
                                jnp.full((n,), jnp.nan, jnp.float32), jnp.full((), -1, jnp.int32))
 
   def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
@@ -141,7 +147,7 @@ def hessian_monitor(every: int = 100, partition=None, patterns: Sequence[str] | 
     blocks = blocks_of(params, warn=False)
 
     def compute(_):
-      key = jax.random.fold_in(state.key, state.count)
+      key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
       values = top_eigenvalues(value_fn, params, blocks, key, num_steps, mode=mode)
       return values.astype(jnp.float32), state.count
 
