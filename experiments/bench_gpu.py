@@ -76,7 +76,7 @@ def bench_optimizer(name: str, workdir: str, peak_flops: float | None) -> dict:
           "device_peak_bytes": summary["device_peak_bytes"],
           "state_bytes": memory["optimizers"][name]["state_bytes"],
           "step_peak_bytes": memory["optimizers"][name]["step_peak_bytes"],
-          "final_eval_loss": summary["final_eval_loss_nats_per_token"],
+          "final_eval_loss": summary["final_eval_loss"],
           "device_kind": summary["device_kind"]}
 
 

@@ -38,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import sharding
 from bigmodel_jax.train import builders, outputs, plots
+from bigmodel_jax.train.derived_config import derive
 from bigmodel_jax.train.metrics import MetricWriter
 from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.state import init_train_state
@@ -49,10 +50,8 @@ from experiments.nanogpt_reference import NanoGPT, make_step
 def shape_config(config: ml_collections.ConfigDict, seq_len: int, batch: int
                  ) -> ml_collections.ConfigDict:
   """`config` at one (context, batch) shape: the model's context is the sequence length."""
-  shaped = ml_collections.ConfigDict(config.to_dict())
-  shaped.data.seq_len = shaped.model.max_seq_len = seq_len
-  shaped.train.global_batch_size = batch
-  return shaped
+  return derive(config, values={"data.seq_len": seq_len, "model.max_seq_len": seq_len,
+                                "train.global_batch_size": batch})
 
 
 class ProjectStep:

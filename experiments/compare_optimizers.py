@@ -26,6 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bigmodel_jax.train import builders, memory, metrics, outputs, plots
+from bigmodel_jax.train.derived_config import derive
 from bigmodel_jax.train.loop import TRAINER_READS
 from bigmodel_jax.train.optimizers import make_optimizer, opt_with
 from experiments import cli
@@ -148,16 +149,13 @@ def pretrain(config, workdir: str) -> dict:
 
   out = {}
   for name in config.compare.optimizers:
-    run = config.copy_and_resolve_references()
-    run.opt.name = name
-    run.opt.lr = config.compare.lr[name]
-    with run.unlocked():
-      del run.compare
+    run = derive(config, drop=("compare",),
+                 values={"opt.name": name, "opt.lr": config.compare.lr[name]})
     print(f"[pretrain] {name} at lr {run.opt.lr}", flush=True)
     summary = train_and_evaluate(run, os.path.join(workdir, name))
     rows = metrics.read_metrics(os.path.join(workdir, name))
     curve = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
-    out[name] = {"lr": run.opt.lr, "final_eval_loss": summary["final_eval_loss_nats_per_token"],
+    out[name] = {"lr": run.opt.lr, "final_eval_loss": summary["final_eval_loss"],
                  "validation_curve": curve, "wall_time_s": summary["wall_time_s"]}
     print(f"[pretrain] {name}: final validation loss {out[name]['final_eval_loss']:.4f}",
           flush=True)

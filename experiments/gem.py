@@ -29,10 +29,11 @@ from absl import app, flags
 from flax import nnx
 
 from bigmodel_jax.data.multi_answer import MultiAnswerBatches, MultiAnswerTask
-from bigmodel_jax.train import metrics, outputs, plots
-from bigmodel_jax.train.builders import LanguageModelData
+from bigmodel_jax.train import builders, metrics, outputs, plots
+from bigmodel_jax.train.derived_config import derive
 from bigmodel_jax.train.errors import ConfigError
 from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
+from bigmodel_jax.train.task import Data, language_model_task
 from experiments import cli
 
 matplotlib.use("Agg")
@@ -47,19 +48,17 @@ def make_task(config) -> MultiAnswerTask:
 
 def run_config(config: ml_collections.ConfigDict, loss_name: str) -> ml_collections.ConfigDict:
   """The trainer's config of one loss of `gem.losses`: `loss` set from the name."""
-  run = ml_collections.ConfigDict(config.to_dict())
-  del run["task"], run["gem"]
   if loss_name == "ce":
-    run.loss.name = "cross_entropy"
+    loss = {"loss.name": "cross_entropy"}
   else:
     kind, _, beta = loss_name.partition(":")
     if kind != "gem":
       raise ConfigError(f"gem.losses: {loss_name!r} is neither 'ce' nor 'gem:<beta>'")
-    run.loss.update(name="gem", beta=float(beta))
-  return run
+    loss = {"loss.name": "gem", "loss.beta": float(beta)}
+  return derive(config, drop=("task", "gem"), values=loss)
 
 
-def task_data(config: ml_collections.ConfigDict, task: MultiAnswerTask) -> LanguageModelData:
+def task_data(config: ml_collections.ConfigDict, task: MultiAnswerTask) -> Data:
   """The task as the trainer's data: skewed training batches, held-out evaluation batches."""
   if config.model.max_seq_len < task.seq_len:
     raise ConfigError(f"model.max_seq_len ({config.model.max_seq_len}) must be >= the task's "
@@ -67,7 +66,7 @@ def task_data(config: ml_collections.ConfigDict, task: MultiAnswerTask) -> Langu
   size = config.train.global_batch_size
   rng = np.random.default_rng(config.train.eval_seed)
   eval_batches = [task.sample_batch(rng, size, "test") for _ in range(config.train.eval_batches)]
-  return LanguageModelData(
+  return Data(
       tokenizer=task,
       train_iterator=lambda: MultiAnswerBatches(task, size, config.seed),
       eval_batches=lambda: eval_batches,
@@ -177,9 +176,11 @@ def run(config, workdir: str) -> dict:
   task = make_task(config)
   data = task_data(config, task)
   summary = {}
+  model_config = builders.model_config(config.model, data.tokenizer.vocab_size)
   for name in config.gem.losses:
+    run = run_config(config, name)
     summary[name] = train_and_evaluate(
-        run_config(config, name), _run_dir(workdir, name), data=data,
+        run, _run_dir(workdir, name), task=language_model_task(model_config, data, run.loss),
         final_metrics=functools.partial(evaluate, config, task))["final_metrics"]
     print(f"[gem] {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[name].items()),
           flush=True)

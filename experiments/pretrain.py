@@ -40,7 +40,7 @@ def main(argv):
 
 def final_report(summary: dict, workdir: str) -> str:
   """What a run ends by printing: its figures, sampled texts and where its outputs are."""
-  lines = [f"validation loss {summary['final_eval_loss_nats_per_token']:.4f} nats/token "
+  lines = [f"validation loss {summary['final_eval_loss']:.4f} nats/token "
            f"({summary['final_eval_bits_per_byte']:.3f} bits/byte) on "
            f"{summary['eval_tokens']:,} tokens after {summary['steps']} steps; "
            f"{summary['wall_time_s']:.0f} s"]

@@ -37,6 +37,7 @@ import numpy as np
 from absl import app, flags
 
 from bigmodel_jax.train import checkpointing, metrics, outputs, plots
+from bigmodel_jax.train.derived_config import derive
 from bigmodel_jax.train.loop import TRAINER_READS
 from bigmodel_jax.train.preemption import PREEMPTED_EXIT_CODE
 from experiments import cli
@@ -176,8 +177,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for d in (run_dir, reference_dir):
     if os.path.exists(d):
       raise FileExistsError(f"{d} exists; the soak needs a fresh --workdir")
-  pretrain_config = ml_collections.ConfigDict(config.to_dict())
-  del pretrain_config["soak"]  # experiments.pretrain refuses sections it does not read
+  # experiments.pretrain refuses sections it does not read
+  pretrain_config = derive(config, drop=("soak",))
   config_file = write_config_file(pretrain_config, workdir)
   rng = random.Random(config.soak.seed)
   signals = [signal.SIGKILL] * config.soak.kills + [signal.SIGTERM] * config.soak.sigterms

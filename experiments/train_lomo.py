@@ -19,9 +19,9 @@ import numpy as np
 from absl import app, flags
 
 from bigmodel_jax.train import metrics, outputs, plots
+from bigmodel_jax.train.derived_config import derive
 from bigmodel_jax.train.fused_step import fused_step
 from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate, unfused_step
-from bigmodel_jax.train.optimizers import opt_with
 from experiments import cli
 
 matplotlib.use("Agg")
@@ -32,9 +32,9 @@ def run_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.C
   """The config of one optimizer's run: `opt` with `name` and its learning rate `lomo.lr_<name>`
   (and, for a fused optimizer, no optax clipping: the fused step clips by two passes)."""
   fused = name in config.lomo.fused_optimizers
-  opt = opt_with(config.opt, name=name, lr=config.lomo[f"lr_{name}"],
-                 max_grad_norm=0.0 if fused else config.opt.max_grad_norm)
-  return ml_collections.ConfigDict({**config.to_dict(), "opt": opt.to_dict()})
+  return derive(config, values={
+      "opt.name": name, "opt.lr": config.lomo[f"lr_{name}"],
+      "opt.max_grad_norm": 0.0 if fused else config.opt.max_grad_norm})
 
 
 def train_one(config: ml_collections.ConfigDict, name: str, workdir: str) -> dict:
@@ -48,7 +48,7 @@ def train_one(config: ml_collections.ConfigDict, name: str, workdir: str) -> dic
   tokens_per_step = config.train.global_batch_size * config.data.seq_len
   return {"lr": config.lomo[f"lr_{name}"], "fused": fused,
           "final_train_loss": float(np.mean(losses[-3:])),
-          "final_eval_loss": summary["final_eval_loss_nats_per_token"],
+          "final_eval_loss": summary["final_eval_loss"],
           "s_per_step": (tokens_per_step / summary["tokens_per_s"]
                          if summary["tokens_per_s"] else None),
           "wall_time_s": summary["wall_time_s"]}

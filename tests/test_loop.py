@@ -67,7 +67,7 @@ def test_pretrain_writes_every_output_and_learns(corpus, tmp_path):
   assert train_losses[-1] < train_losses[0]
   assert {"grad_norm", "lr", "tokens_per_s", "model_flops_per_s"} <= set(rows[0])
   assert summary["final_eval_bits_per_byte"] == pytest.approx(
-      summary["final_eval_loss_nats_per_token"] / math.log(2) / summary["eval_bytes_per_token"])
+      summary["final_eval_loss"] / math.log(2) / summary["eval_bytes_per_token"])
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["steps"] == 8
   assert len(summary["samples"]) == 3 and all(isinstance(t, str) for t in summary["samples"])
@@ -87,7 +87,7 @@ def test_golden_metrics(corpus, tmp_path):
   rows = metrics.read_metrics(str(tmp_path / "run"))
   first_loss = next(r["loss"] for r in rows if "loss" in r)
   assert first_loss == pytest.approx(GOLDEN["first_logged_train_loss"], rel=2e-3)
-  assert summary["final_eval_loss_nats_per_token"] == pytest.approx(
+  assert summary["final_eval_loss"] == pytest.approx(
       GOLDEN["final_eval_loss"], rel=2e-3)
 
 

@@ -52,8 +52,8 @@ def test_two_processes_resume_onto_another_mesh_and_match_one_process(corpus, tm
   # between processes), by float32 rounding. AdamW turns the rounding noise of gradients that are
   # identically zero in exact arithmetic (GPT-2's key bias: softmax is shift-invariant) into
   # eps-limited steps of ~1e-6, hence atol 1e-5 (as in tests/test_train_step.py).
-  assert multi_summary["final_eval_loss_nats_per_token"] == pytest.approx(
-      single_summary["final_eval_loss_nats_per_token"], rel=1e-6)
+  assert multi_summary["final_eval_loss"] == pytest.approx(
+      single_summary["final_eval_loss"], rel=1e-6)
   expected, actual = (checkpointing.load_state_on_host(os.path.join(w, "checkpoints"), 8)
                       for w in (single, multi))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), actual,

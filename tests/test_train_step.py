@@ -10,6 +10,7 @@ from bigmodel_jax.train import builders
 from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.state import init_train_state
 from bigmodel_jax.train.step import make_train_step
+from bigmodel_jax.train.task import config_token_loss
 from configs import default
 
 VOCAB = 64
@@ -109,7 +110,7 @@ def test_bad_model_config_names_the_key():
 
 def test_training_loss_is_selected_by_config():
   config = _config("llama")
-  assert builders.token_loss(config.loss) is losses.cross_entropy
+  assert config_token_loss(config.loss) is losses.cross_entropy
   config.loss.update(name="gem", beta=0.5)
   mesh = sharding.make_mesh({"data": 2, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:2])
   model_config = builders.model_config(config.model, VOCAB)
@@ -118,14 +119,14 @@ def test_training_loss_is_selected_by_config():
                                         tuple(config.sharding_rules), seed=0)
   batch = next(_batches(1))
   gem_step = make_train_step(graphdef, optimizer, schedule,
-                             token_loss=builders.token_loss(config.loss))
+                             token_loss=config_token_loss(config.loss))
   ce_step = make_train_step(graphdef, optimizer, schedule)
   _, gem_metrics = jax.jit(gem_step)(state, batch)
   _, ce_metrics = jax.jit(ce_step)(state, batch)
   assert float(gem_metrics["loss"]) != pytest.approx(float(ce_metrics["loss"]))
   config.loss.name = "focal"
   with pytest.raises(ValueError, match="loss.name"):
-    builders.token_loss(config.loss)
+    config_token_loss(config.loss)
 
 
 def test_the_optimizer_receives_optax_extra_arguments():

@@ -4,6 +4,8 @@ The sharding of every parameter is read from an abstract model (`nnx.eval_shape`
 any size is planned, sharded and sized before a single array exists.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -32,16 +34,17 @@ def split_params(model: nnx.Module):
   return graphdef, params
 
 
-def abstract_model(model_config: TransformerConfig):
+def abstract_model(model_config: TransformerConfig, create: Callable = create_model):
   """The model's static graph and its abstract Params (no memory allocated).
 
   Args:
     model_config: the model's configuration.
+    create: (model_config, rngs) -> the module; default the transformer of `model_config`.
 
   Returns:
     (graphdef, nnx.State of abstract Params carrying logical axis names).
   """
-  model = nnx.eval_shape(lambda: create_model(model_config, nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: create(model_config, nnx.Rngs(0)))
   return split_params(model)
 
 

@@ -7,12 +7,11 @@ iterators. Every error names the config key at fault.
 
 import dataclasses
 import os
-from collections.abc import Callable
 
 import jax
 import ml_collections
 
-from bigmodel_jax import hf, losses, sharding
+from bigmodel_jax import hf, sharding
 from bigmodel_jax.data import (
   TOKENIZER_NAMES,
   ByteTokenizer,
@@ -26,6 +25,7 @@ from bigmodel_jax.data import (
 from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.models import TransformerConfig, presets
 from bigmodel_jax.models.config import FEATURES
+from bigmodel_jax.train.task import Data
 
 TRANSFORMER_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
 PRESET_KEY = "architecture"  # model.architecture names the preset (models/presets.py)
@@ -125,28 +125,6 @@ def data_dir(data: ml_collections.ConfigDict) -> str:
   return os.path.expanduser(data.data_dir or "~/tensorflow_datasets")
 
 
-@dataclasses.dataclass
-class LanguageModelData:
-  """The data of a language-model run, built from the `data` config section.
-
-  Attributes:
-    tokenizer: the tokenizer (vocab_size, eos_id, encode, decode).
-    train_iterator: () -> checkpointable iterator over this process's training batches.
-    eval_batches: () -> the validation sample (`sample_eval_batches`), the same every time.
-    bytes_per_token: UTF-8 bytes per token of the validation split (for bits per byte), or
-      None for data that is not text.
-    description: what a summary records of the data: each split's fingerprint and size.
-    seq_len: the length of a batch's rows.
-  """
-
-  tokenizer: object
-  train_iterator: Callable[[], object]
-  eval_batches: Callable[[], list]
-  bytes_per_token: float | None
-  description: dict
-  seq_len: int
-
-
 def describe_split(source) -> dict:
   """The fingerprint, record count and UTF-8 bytes of one split."""
   num_bytes = sum(len(text.encode("utf-8")) for text in iter_texts(source))
@@ -164,7 +142,7 @@ def tokenizer_vocab_size(data: ml_collections.ConfigDict) -> int:
   raise ValueError(f"Unknown data.tokenizer {data.tokenizer!r}; known: {list(TOKENIZER_NAMES)}")
 
 
-def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
+def make_data(config: ml_collections.ConfigDict) -> Data:
   """Sources, tokenizer and iterators of `config.data`, sharded for this process.
 
   Args:
@@ -172,7 +150,7 @@ def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
       `train.eval_batches`, `train.eval_seed` and `seed`).
 
   Returns:
-    The run's LanguageModelData.
+    The run's Data.
   """
   data = config.data
   root = data_dir(data)
@@ -191,7 +169,7 @@ def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
   eval_batches = sample_eval_batches(source=sources["validation"],
                                      num_batches=config.train.eval_batches,
                                      seed=config.train.eval_seed, **common)
-  return LanguageModelData(
+  return Data(
       tokenizer=tokenizer,
       train_iterator=lambda: make_lm_dataset(source=sources["train"], split="train",
                                              seed=config.seed,
@@ -201,12 +179,3 @@ def make_data(config: ml_collections.ConfigDict) -> LanguageModelData:
       description={split: describe_split(source) for split, source in sources.items()},
       seq_len=data.seq_len,
   )
-
-
-def token_loss(loss: ml_collections.ConfigDict):
-  """The training loss of the `loss` section: cross_entropy, or gem with beta and h."""
-  options = {} if loss.name in ("cross_entropy", "ce") else {"beta": loss.beta, "h": loss.h}
-  try:
-    return losses.make_token_loss(loss.name, **options)
-  except ValueError as e:
-    raise ValueError(f"loss.name: {e}") from e

@@ -62,8 +62,9 @@ def run_identity(model_config, optimizer_name: str) -> dict[str, Any]:
   rerun with a lower `opt.lr` resumes the same optimizer state, and `model.scan_unroll` (how the
   stacked layers are executed, not what is stored) may change too.
   """
-  model = dataclasses.asdict(model_config)
-  del model["scan_unroll"]
+  model = (dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config)
+           else dict(model_config))
+  model.pop("scan_unroll", None)
   return {"model": model, "opt.name": optimizer_name}
 
 

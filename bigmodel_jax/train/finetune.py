@@ -42,7 +42,8 @@ from bigmodel_jax.train import builders, checkpointing, metrics, outputs, plots
 from bigmodel_jax.train.loop import evaluate
 from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.state import TrainState, state_shardings
-from bigmodel_jax.train.step import make_eval_step, make_train_step
+from bigmodel_jax.train.step import make_train_step
+from bigmodel_jax.train.task import config_token_loss, lm_eval_metrics
 
 METHOD_PARAMETER = {"mofo": "fraction", "adamw_l2sp": "l2sp"}
 LOSS_ON = ("answer", "document")  # finetune.loss_on: answer tokens only, or every token
@@ -181,7 +182,7 @@ class Context:
         seed=ft.split_seed, reverse_answer=ft.reverse_answer) for split in arithmetic.SPLITS}
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     params_shardings = jax.tree.map(lambda x: x.sharding, self.init_params)
-    self.eval_step = jax.jit(make_eval_step(self.graphdef),
+    self.eval_step = jax.jit(lm_eval_metrics(self.graphdef),
                              in_shardings=(params_shardings, self.batch_sharding),
                              out_shardings=NamedSharding(self.mesh, PartitionSpec()))
     self.decode = make_greedy_decoder(self.graphdef, ft.digits + 1)
@@ -196,10 +197,10 @@ class Context:
   def measure(self, params) -> dict:
     """ft_loss, ft_accuracy, pretrain_loss, l2_distance and fraction_changed of `params`."""
     ft = self.config.finetune
-    ft_loss, _ = evaluate(self.eval_step, params, self.ft_batches(
-        "validation", num_epochs=1, num_batches=ft.eval_batches), self.batch_sharding)
-    pretrain_loss, _ = evaluate(self.eval_step, params, self.pretrain_data.eval_batches(),
-                                self.batch_sharding)
+    ft_loss = evaluate(self.eval_step, params, self.ft_batches(
+        "validation", num_epochs=1, num_batches=ft.eval_batches), self.batch_sharding)[0]["loss"]
+    pretrain_loss = evaluate(self.eval_step, params, self.pretrain_data.eval_batches(),
+                             self.batch_sharding)[0]["loss"]
     accuracy = arithmetic.exact_match_accuracy(
         self.decode, params, self.sources["validation"], self.tokenizer, ft.accuracy_problems)
     distance = jax.device_get(distance_to(params, self.init_params))
@@ -225,7 +226,7 @@ def finetune_run(context: Context, method: str, lr: float, writer, bar) -> dict:
   state, shardings = _initial_state(context, optimizer)
   replicated = NamedSharding(context.mesh, PartitionSpec())
   train_step = jax.jit(make_train_step(context.graphdef, optimizer, schedule,
-                                       token_loss=builders.token_loss(context.config.loss)),
+                                       token_loss=config_token_loss(context.config.loss)),
                        in_shardings=(shardings, context.batch_sharding),
                        out_shardings=(shardings, replicated), donate_argnums=0)
   batches = context.ft_batches("train")

@@ -40,8 +40,10 @@ from bigmodel_jax import losses
 from bigmodel_jax.models import TransformerConfig
 from bigmodel_jax.models.block import Block
 from bigmodel_jax.sharding import abstract_model
-from bigmodel_jax.train import builders, memory
+from bigmodel_jax.train import memory
 from bigmodel_jax.train.state import TrainState
+from bigmodel_jax.train.step import StepBuilder
+from bigmodel_jax.train.task import config_token_loss
 
 LAYERS = "layers"
 LATE = ("embed", "pos_embed")  # updated after the layers: the input side of their gradient
@@ -268,23 +270,23 @@ def fused_step_peak_bytes(model_config: TransformerConfig, optimizer, schedule, 
       seq_len=seq_len)
 
 
-def fused_step(max_grad_norm: float = 0.0) -> Callable:
+def fused_step(max_grad_norm: float = 0.0) -> StepBuilder:
   """The trainer's step builder for the fused step (see `train.loop.unfused_step`).
 
   The run's optimizer (`opt`) must be built with `opt.max_grad_norm = 0`: a fused step cannot run
-  optax's global-norm clipping; `max_grad_norm` here is LOMO's two-pass clipping instead.
+  optax's global-norm clipping; `max_grad_norm` here is LOMO's two-pass clipping instead. The
+  task must be a language model's (`task.language_model_task`): the step walks its layers.
 
   Args:
     max_grad_norm: global-norm clipping by the two-pass method; 0 disables it.
 
   Returns:
-    make_step(graphdef, model_config, optimizer, schedule, config) -> the fused train step;
-    it raises ValueError naming train.grad_accum_steps or opt.max_grad_norm when the config
-    asks for what a fused step cannot do.
+    The StepBuilder; its step raises ValueError naming train.grad_accum_steps or
+    opt.max_grad_norm when the config asks for what a fused step cannot do.
   """
 
-  def make_step(graphdef, model_config: TransformerConfig,
-                optimizer: optax.GradientTransformation, schedule: optax.Schedule, config):
+  def build(graphdef, task, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+            config):
     del graphdef  # the fused step splits the model itself
     if config.train.grad_accum_steps != 1:
       raise ValueError(f"train.grad_accum_steps ({config.train.grad_accum_steps}) must be 1 "
@@ -292,7 +294,7 @@ def fused_step(max_grad_norm: float = 0.0) -> Callable:
     if config.opt.max_grad_norm:
       raise ValueError(f"opt.max_grad_norm ({config.opt.max_grad_norm}) must be 0 with the "
                        "fused step, which clips by its own two passes")
-    return make_fused_train_step(model_config, optimizer, schedule, max_grad_norm,
-                                 builders.token_loss(config.loss))
+    return make_fused_train_step(task.model_config, optimizer, schedule, max_grad_norm,
+                                 config_token_loss(config.loss))
 
-  return make_step
+  return StepBuilder(build, whole_gradient=False)

@@ -21,9 +21,11 @@ Before any work, and before anything is written to the workdir, every config val
 against its domain (train/config_checks.py); config.json is written once a resume is known to be
 compatible, and rerunning a finished run keeps its summary.json.
 
-The step is an argument (`make_step`): the unfused step of train/step.py by default, the fused
-LOMO / AdaLomo step of train/fused_step.py, or any builder with the same signature; whichever
-it is, the run gets the checkpoints, resume, SIGTERM handling, non-finite guard, metrics and
+The step and the task are arguments. The step (`make_step`): the unfused step of train/step.py
+by default, the fused LOMO / AdaLomo step of train/fused_step.py, or an experiment's own (the RL
+step). The task (train/task.py): the model, its data, training loss and evaluation metrics; by
+default the transformer of the `model` section on the text of the `data` section. Whichever
+they are, the run gets the checkpoints, resume, SIGTERM handling, non-finite guard, metrics and
 progress above.
 """
 
@@ -41,7 +43,6 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bigmodel_jax import sharding
-from bigmodel_jax.models import presets
 from bigmodel_jax.train import (
   builders,
   checkpointing,
@@ -58,7 +59,8 @@ from bigmodel_jax.train.nonfinite import NonFiniteGuard
 from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.preemption import Preempted, PreemptionWatcher
 from bigmodel_jax.train.state import abstract_train_state, init_train_state
-from bigmodel_jax.train.step import make_eval_step, make_train_step
+from bigmodel_jax.train.step import StepBuilder, make_train_step
+from bigmodel_jax.train.task import Data, Task, language_model_task
 from bigmodel_jax.train.text_samples import sample_texts
 
 
@@ -66,26 +68,29 @@ def _global_batch(batch: dict[str, np.ndarray], batch_sharding: NamedSharding):
   return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
 
 
-def evaluate(eval_step, params, batches, batch_sharding) -> tuple[float, int]:
-  """Mean validation loss in nats per token over `batches`.
+def evaluate(eval_step, params, batches, batch_sharding) -> tuple[dict, int]:
+  """The evaluation metrics over `batches`, each summed and divided by the total weight.
 
   Args:
-    eval_step: jitted (params, batch) -> (loss_sum, weight_sum).
+    eval_step: jitted (params, batch) -> {name: sum, ..., "weight": weight} (a `Task`'s
+      eval_metrics).
     params: the parameters.
     batches: an iterable of host batches.
     batch_sharding: sharding of a global batch.
 
   Returns:
-    (loss in nats/token, number of tokens).
+    ({name: mean per unit of weight}, total weight: tokens of a language model).
   """
-  loss_sum, weight_sum = 0.0, 0.0
+  totals: dict[str, float] = {}
   for batch in batches:
-    batch_loss, batch_weight = eval_step(params, _global_batch(batch, batch_sharding))
-    loss_sum += float(batch_loss)
-    weight_sum += float(batch_weight)
-  if weight_sum == 0:
-    raise ValueError("the validation split produced no tokens; check data.name / data.text_globs")
-  return loss_sum / weight_sum, int(weight_sum)
+    sums = jax.device_get(eval_step(params, _global_batch(batch, batch_sharding)))
+    for name, value in sums.items():
+      totals[name] = totals.get(name, 0.0) + float(value)
+  weight = totals.pop("weight", 0.0)
+  if weight == 0:
+    raise ValueError("the evaluation batches hold no weight (no tokens or examples); check the "
+                     "data (data.name / data.text_globs for text)")
+  return {name: value / weight for name, value in totals.items()}, int(weight)
 
 
 def _save_if_healthy(manager, step: int, state, train_iter, identity, guard: NonFiniteGuard
@@ -121,7 +126,7 @@ def _nonfinite_stop(error: NonFiniteError, manager) -> NonFiniteError:
       "change between runs).")
 
 
-def _bits_per_byte(eval_loss: float, data: builders.LanguageModelData) -> dict:
+def _bits_per_byte(eval_loss: float, data: Data) -> dict:
   """{"eval_bits_per_byte": ...} for text data, {} for data without bytes."""
   if not data.bytes_per_token:
     return {}
@@ -135,34 +140,24 @@ def _device_peak_bytes() -> int | None:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-StepBuilder = Callable[..., Callable]
-
-# The config's top-level keys that `train_and_evaluate` reads (less "data" when data is given).
+# The config's top-level keys that `train_and_evaluate` reads (less "data" and "loss" when a
+# task is given, and "model" too when the task's model is not the config's transformer).
 TRAINER_READS = ("seed", "model", "data", "train", "loss", "opt", "mesh", "sharding_rules")
 
 
-def unfused_step(graphdef, model_config, optimizer: optax.GradientTransformation,
-                 schedule: optax.Schedule, config: ml_collections.ConfigDict) -> Callable:
-  """The default step builder: train/step.py's step with `train.grad_accum_steps` and `loss`.
-
-  Args:
-    graphdef: the model's static graph.
-    model_config: the model's configuration (unused here; fused steps need it).
-    optimizer: the run's optax transformation.
-    schedule: its learning-rate schedule (logged).
-    config: the experiment config.
-
-  Returns:
-    train_step(state, batch) -> (state, metrics with loss and finite).
-  """
-  del model_config
+def _unfused(graphdef, task: Task, optimizer: optax.GradientTransformation,
+             schedule: optax.Schedule, config: ml_collections.ConfigDict) -> Callable:
   return make_train_step(graphdef, optimizer, schedule, config.train.grad_accum_steps,
-                         builders.token_loss(config.loss))
+                         loss_fn=task.train_loss(graphdef))
+
+
+# The default step: train/step.py's, over `train.grad_accum_steps` micro-batches of the task's
+# training loss; the optimizer sees the whole gradient and optax's extra arguments.
+unfused_step = StepBuilder(_unfused)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       make_step: StepBuilder = unfused_step,
-                       data: builders.LanguageModelData | None = None,
+                       make_step: StepBuilder = unfused_step, task: Task | None = None,
                        final_metrics: Callable[..., dict] | None = None) -> dict:
   """Trains, evaluates and checkpoints the model of `config`; resumes from `workdir` if possible.
 
@@ -171,10 +166,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     workdir: the run directory; receives config.json, metrics.jsonl, tensorboard/, checkpoints/,
       summary.json (with `train.sample_tokens` > 0: a few texts sampled from the final model)
       and loss.png.
-    make_step: (graphdef, model_config, optimizer, schedule, config) -> the train step;
-      `unfused_step` (default) or `fused_step.fused_step`.
-    data: the run's data; None: built from the `data` section (`builders.make_data`). Given
-      data (e.g. a generated task's) replaces that section, which the config then leaves out.
+    make_step: the step builder; `unfused_step` (default), `fused_step.fused_step(...)` or
+      an experiment's own (e.g. an RL step).
+    task: the model, data, training loss and evaluation (train/task.py); None: the transformer
+      of the `model` section on the text of the `data` section with the `loss` section's loss.
+      A given task replaces the `data` and `loss` sections (and `model` when its model is not
+      built from it), which the config then leaves out.
     final_metrics: (graphdef, params) -> {name: value} of the final model, recorded in the
       summary under "final_metrics" (an experiment's own evaluation).
 
@@ -198,19 +195,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh, rules = builders.mesh_and_rules(config)
   train_cfg = config.train
   builders.check_batch_divisibility(train_cfg.global_batch_size, train_cfg.grad_accum_steps, mesh)
-  if data is None:
-    data = distributed.lead_first(lambda: builders.make_data(config), "data")
-  model_config = builders.model_config(config.model, data.tokenizer.vocab_size)
+  if task is None:
+    task = _text_task(config)
+  data = task.data
   optimizer, schedule = make_optimizer(config.opt, train_cfg.steps)
   if train_cfg.hessian_every > 0:
-    if make_step is not unfused_step:
-      raise ConfigError("train.hessian_every > 0 needs the unfused step (the monitor runs on the "
-                        "whole gradient); set it to 0")
-    optimizer = with_hessian_monitor(optimizer, train_cfg,
-                                     sharding.abstract_model(model_config)[1], config.seed)
-  identity = checkpointing.run_identity(model_config, config.opt.name)
+    if not make_step.whole_gradient:
+      raise ConfigError("train.hessian_every > 0 needs a step whose optimizer sees the whole "
+                        "gradient (the monitor runs on it), not a fused one; set it to 0")
+    optimizer = with_hessian_monitor(
+        optimizer, train_cfg, sharding.abstract_model(task.model_config, task.create_model)[1],
+        config.seed)
+  identity = task.identity(config.opt.name)
 
-  graphdef, abstract_state = abstract_train_state(model_config, optimizer, mesh, rules)
+  graphdef, abstract_state = abstract_train_state(task.model_config, optimizer, mesh, rules,
+                                                  task.create_model)
   checkpointing.check_free_space(checkpoint_dir, sharding.tree_bytes(abstract_state))
   manager = checkpointing.make_manager(checkpoint_dir, max_to_keep=train_cfg.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, abstract_state, identity)
@@ -225,7 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     outputs.write_config(config, workdir)
   train_iter = data.train_iterator()
   if restored is None:
-    graphdef, state, _ = init_train_state(model_config, optimizer, mesh, rules, config.seed)
+    graphdef, state, _ = init_train_state(task.model_config, optimizer, mesh, rules, config.seed,
+                                          task.create_model, task.init_params)
     guard = NonFiniteGuard(train_cfg.max_consecutive_nonfinite, window=train_cfg.log_every)
   else:
     state, data_state, counters = restored
@@ -239,20 +239,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   train_step = jax.jit(
-      make_step(graphdef, model_config, optimizer, schedule, config),
+      make_step.build(graphdef, task, optimizer, schedule, config),
       in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
       donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(graphdef),
+  eval_step = jax.jit(task.eval_metrics(graphdef),
                       in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)
 
-  tokens_per_step = train_cfg.global_batch_size * data.seq_len
-  flops_per_step = flops.flops_per_token(model_config, data.seq_len) * tokens_per_step
-  peak = flops.peak_flops_per_device(train_cfg.peak_flops_per_device)
+  # throughput in tokens of a sequence task, else in examples
+  unit = "tokens" if data.seq_len else "examples"
+  units_per_step = train_cfg.global_batch_size * (data.seq_len or 1)
+  flops_per_step = task.flops_per_token * units_per_step if task.flops_per_token else None
+  peak = flops.peak_flops_per_device(train_cfg.peak_flops_per_device) if flops_per_step else None
   writer = metrics.MetricWriter(workdir, enabled=is_lead)
   first_step = int(state.step)
   bar = metrics.progress_bar(train_cfg.steps, first_step, enabled=is_lead)
-  eval_loss = eval_tokens = None
+  eval_loss = eval_weight = None
   train_time, timed_steps, window_start, window_steps = 0.0, 0, time.time(), 0
   try:
     with PreemptionWatcher() as preemption:
@@ -272,22 +274,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           if step > first_step:  # the first window includes compilation: not timed
             train_time += elapsed
             timed_steps += window_steps
-          step_metrics["tokens_per_s"] = tokens_per_step * window_steps / elapsed
-          step_metrics["model_flops_per_s"] = flops_per_step * window_steps / elapsed
+          step_metrics[f"{unit}_per_s"] = units_per_step * window_steps / elapsed
+          if flops_per_step:
+            step_metrics["model_flops_per_s"] = flops_per_step * window_steps / elapsed
           if peak:
             step_metrics["mfu"] = step_metrics["model_flops_per_s"] / (peak * jax.device_count())
           writer.write(done, step_metrics)
           bar.set_postfix(loss=f"{step_metrics['loss']:.3f}",
-                          tok_s=f"{step_metrics['tokens_per_s']:.0f}")
+                          per_s=f"{step_metrics[f'{unit}_per_s']:.0f}")
           window_start, window_steps = time.time(), 0
         bar.update(1)
         if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
           paused = time.time()
-          eval_loss, eval_tokens = evaluate(eval_step, state.params, data.eval_batches(),
-                                            batch_sharding)
-          writer.write(done, {"eval_loss": eval_loss, **_bits_per_byte(eval_loss, data)})
+          eval_metrics, eval_weight = evaluate(eval_step, state.params, data.eval_batches(),
+                                               batch_sharding)
+          eval_loss = eval_metrics["loss"]
+          writer.write(done, {**{f"eval_{k}": v for k, v in eval_metrics.items()},
+                              **_bits_per_byte(eval_loss, data)})
           if is_lead:
-            bar.write(f"step {done}: validation loss {eval_loss:.4f} nats/token")
+            bar.write(f"step {done}: validation loss {eval_loss:.4f} "
+                      f"{'nats/token' if data.seq_len else 'per example'}")
           window_start += time.time() - paused  # not training time
         preempted = done < train_cfg.steps and preemption.reached(done)
         saved = False
@@ -306,21 +312,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpointing.close(manager, quiet=sys.exc_info()[0] is not None)
 
   if eval_loss is None:  # resumed a finished run: evaluate once for the summary
-    eval_loss, eval_tokens = evaluate(eval_step, state.params, data.eval_batches(),
-                                      batch_sharding)
+    eval_metrics, eval_weight = evaluate(eval_step, state.params, data.eval_batches(),
+                                         batch_sharding)
+    eval_loss = eval_metrics["loss"]
   texts = []
-  if train_cfg.sample_tokens:
-    texts = sample_texts(graphdef, state.params, data.tokenizer, num_samples=3, seed=config.seed,
-                         max_new_tokens=min(train_cfg.sample_tokens, model_config.max_seq_len - 1))
+  if train_cfg.sample_tokens and data.tokenizer is not None:
+    texts = sample_texts(
+        graphdef, state.params, data.tokenizer, num_samples=3, seed=config.seed,
+        max_new_tokens=min(train_cfg.sample_tokens, task.model_config.max_seq_len - 1))
   summary = {
       "steps": train_cfg.steps,
-      "num_params": model_config.num_params(),
-      "final_eval_loss_nats_per_token": eval_loss,
+      "num_params": sum(int(x.size) for x in jax.tree.leaves(abstract_state.params)),
+      "final_eval_loss": eval_loss,
+      "final_eval": eval_metrics,
       "final_eval_bits_per_byte": _bits_per_byte(eval_loss, data).get("eval_bits_per_byte"),
       "eval_bytes_per_token": data.bytes_per_token,
-      "eval_tokens": eval_tokens,
+      f"eval_{unit}": eval_weight,
       "data": data.description,
-      "tokens_per_s": tokens_per_step * timed_steps / train_time if timed_steps else None,
+      f"{unit}_per_s": units_per_step * timed_steps / train_time if timed_steps else None,
       "mfu": (flops_per_step * timed_steps / train_time / (peak * jax.device_count())
               if timed_steps and peak else None),
       "device_peak_bytes": _device_peak_bytes(),
@@ -334,7 +343,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     summary["final_metrics"] = final_metrics(graphdef, state.params)
   if is_lead:
     outputs.write_summary(summary, workdir)
-    title = f"{presets.describe(model_config)}, {summary['num_params']:,} params"
+    title = f"{task.name}, {summary['num_params']:,} params"
     plots.plot_loss_curves(metrics.read_metrics(workdir), os.path.join(workdir, "loss.png"),
                            title=title)
   return summary
+
+
+def _text_task(config: ml_collections.ConfigDict) -> Task:
+  """The transformer of the `model` section on the text of the `data` section."""
+  data = distributed.lead_first(lambda: builders.make_data(config), "data")
+  model_config = builders.model_config(config.model, data.tokenizer.vocab_size)
+  return language_model_task(model_config, data, config.loss)

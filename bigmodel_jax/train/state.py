@@ -6,6 +6,7 @@ directly onto the mesh: an abstract model gives the logical shardings, and the i
 jitted with those as `out_shardings`, so no device ever holds the whole model.
 """
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -57,7 +58,8 @@ def state_shardings(abstract_params, optimizer, mesh: Mesh, rules) -> TrainState
 
 
 def init_train_state(model_config: TransformerConfig, optimizer: optax.GradientTransformation,
-                     mesh: Mesh, rules, seed: int):
+                     mesh: Mesh, rules, seed: int, create: Callable = create_model,
+                     init_params: Callable[[], Any] | None = None):
   """Initialises parameters and optimizer state directly onto the mesh.
 
   Args:
@@ -66,27 +68,35 @@ def init_train_state(model_config: TransformerConfig, optimizer: optax.GradientT
     mesh: the device mesh.
     rules: logical-to-mesh axis rules.
     seed: the parameter initialisation seed.
+    create: (model_config, rngs) -> the module; default the transformer of `model_config`.
+    init_params: () -> the initial parameters (a pure dict, copied onto the mesh) instead of
+      `create`'s initialisation.
 
   Returns:
     (graphdef, TrainState of sharded arrays, TrainState of their NamedShardings).
   """
-  graphdef, abstract_params = abstract_model(model_config)
+  graphdef, abstract_params = abstract_model(model_config, create)
   shardings = state_shardings(abstract_params, optimizer, mesh, rules)
 
-  def init():
-    _, params = split_params(create_model(model_config, nnx.Rngs(seed)))
-    params = nnx.to_pure_dict(params)
+  def init(given):
+    if given is None:
+      _, params = split_params(create(model_config, nnx.Rngs(seed)))
+      params = nnx.to_pure_dict(params)
+    else:
+      params = jax.tree.map(jnp.copy, given)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
-  state = jax.jit(init, out_shardings=shardings)()
+  state = jax.jit(init, out_shardings=shardings)(init_params() if init_params else None)
   return graphdef, state, shardings
 
 
-def abstract_train_state(model_config: TransformerConfig, optimizer, mesh: Mesh, rules):
+def abstract_train_state(model_config: TransformerConfig, optimizer, mesh: Mesh, rules,
+                         create: Callable = create_model):
   """The TrainState as ShapeDtypeStructs with shardings (for planning memory, no allocation).
 
   Args:
     model_config: the model's configuration.
+    create: (model_config, rngs) -> the module; default the transformer of `model_config`.
     optimizer: the optax transformation.
     mesh: the device mesh.
     rules: logical-to-mesh axis rules.
@@ -94,7 +104,7 @@ def abstract_train_state(model_config: TransformerConfig, optimizer, mesh: Mesh,
   Returns:
     (graphdef, TrainState of jax.ShapeDtypeStruct with `.sharding` set).
   """
-  graphdef, abstract_params = abstract_model(model_config)
+  graphdef, abstract_params = abstract_model(model_config, create)
   shardings = state_shardings(abstract_params, optimizer, mesh, rules)
   pure_params = nnx.to_pure_dict(abstract_params)
   shapes = TrainState(jax.ShapeDtypeStruct((), jnp.int32), pure_params,

@@ -19,6 +19,7 @@ transforms (`hessian.hessian_monitor`, `optax.contrib.reduce_on_plateau`, `optax
 `optax.contrib.sophia`) run from a config; transforms that take no extra arguments ignore them.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -30,6 +31,22 @@ from bigmodel_jax import losses
 from bigmodel_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBuilder:
+  """How `train_and_evaluate` builds a run's step.
+
+  Attributes:
+    build: (graphdef, task, optimizer, schedule, config) -> train_step(state, batch) ->
+      (state, metrics with at least loss, finite, update_norm and param_norm).
+    whole_gradient: whether the optimizer sees the whole gradient and optax's extra arguments
+      in one update (False for a step that updates layer by layer, the fused LOMO step);
+      loss-aware transforms such as `train.hessian_every`'s monitor need it.
+  """
+
+  build: Callable[..., Callable]
+  whole_gradient: bool = True
 
 
 def make_loss_fn(graphdef: nnx.GraphDef, token_loss: Callable = losses.cross_entropy
@@ -108,7 +125,8 @@ def summed_loss_and_grads(loss_fn: Callable, params, batch: Batch, grad_accum_st
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum_steps: int = 1,
-                    token_loss: Callable = losses.cross_entropy) -> Callable:
+                    token_loss: Callable = losses.cross_entropy,
+                    loss_fn: Callable | None = None) -> Callable:
   """The training step.
 
   Args:
@@ -116,13 +134,17 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     optimizer: the optax transformation (clipping included).
     schedule: the learning-rate schedule, only for logging.
     grad_accum_steps: micro-batches per optimizer step.
-    token_loss: the training loss (default cross-entropy; `losses.gem_loss` for GEM).
+    token_loss: the training loss of a language model (default cross-entropy;
+      `losses.gem_loss` for GEM).
+    loss_fn: (params, batch) -> (loss_sum, weight_sum) of any model (a `Task`'s train loss);
+      None: `make_loss_fn(graphdef, token_loss)`.
 
   Returns:
-    train_step(state, batch) -> (new_state, metrics) with metrics loss (per token), grad_norm,
+    train_step(state, batch) -> (new_state, metrics) with metrics loss (per unit of weight),
+    grad_norm,
     update_norm, param_norm, lr, tokens and finite (False: the update was skipped).
   """
-  loss_fn = make_loss_fn(graphdef, token_loss)
+  loss_fn = loss_fn or make_loss_fn(graphdef, token_loss)
   optimizer = optax.with_extra_args_support(optimizer)
 
   def train_step(state: TrainState, batch: Batch):
