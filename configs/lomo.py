@@ -1,9 +1,8 @@
-"""LOMO / AdaLomo experiments: `--config=configs/lomo.py` (or `configs/lomo.py:small` for tests).
+"""LOMO / AdaLomo training: `python -m experiments.train_lomo --config=configs/lomo.py`.
 
-experiments.lomo_memory compiles the train step of each `lomo.memory_models` entry at one batch
-(AdamW and SGD unfused, LOMO and AdaLomo fused) and reports XLA's peak memory; experiments.
-train_lomo trains the default model with each of `lomo.train_optimizers` (LOMO / AdaLomo with the
-fused step) and plots the loss curves.
+Trains the default model with each of `lomo.train_optimizers` (LOMO / AdaLomo with the fused
+step) and plots the loss curves (`configs/lomo.py:small` for tests). Their memory is measured by
+experiments.lomo_memory with configs/lomo_memory.py.
 """
 
 import ml_collections
@@ -28,16 +27,11 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
   c.train.eval_every = 50
   c.opt.warmup_steps = 15
   c.lomo = ml_collections.ConfigDict(dict(
-      memory_models=("gpt2:124m", "llama:1b"),  # configs/<file>.py:<size>
-      memory_optimizers=("adamw", "sgd", "lomo", "adalomo"),
-      fused_optimizers=("lomo", "adalomo"),  # measured / trained with the fused step
-      memory_batch_size=1,
-      memory_seq_len=1024,
+      fused_optimizers=("lomo", "adalomo"),  # trained with the fused step
       train_optimizers=("adamw", "adalomo", "lomo"),
       lr_adamw=3e-3,
       lr_adalomo=3e-2,
       lr_lomo=0.3,
-      lr_sgd=0.3,
   ))
   if mode == "small":
     c.model.update(num_layers=2, num_heads=2, num_kv_heads=2, head_dim=16, embed_dim=32,
@@ -45,5 +39,4 @@ def get_config(mode: str = "full") -> ml_collections.ConfigDict:
     c.data.seq_len = 32
     c.train.update(steps=6, global_batch_size=8, log_every=2, eval_every=3, eval_batches=2)
     c.opt.warmup_steps = 1
-    c.lomo.update(memory_models=("gpt2:tiny", "llama:tiny"), memory_seq_len=32)
   return c

@@ -1,8 +1,8 @@
 r"""Peak memory of the compiled train step: AdamW, SGD (unfused), LOMO and AdaLomo (fused).
 
-  python -m experiments.lomo_memory --config=configs/lomo.py --workdir=/tmp/lomo_memory
+  python -m experiments.lomo_memory --config=configs/lomo_memory.py --workdir=/tmp/lomo_memory
 
-For every `lomo.memory_models` entry, at batch `lomo.memory_batch_size` x `lomo.memory_seq_len`,
+For every `memory.models` entry, at batch `memory.batch_size` x `memory.seq_len`,
 XLA's memory analysis of the jitted step (compiled, never run; donated state), per device of the
 config's mesh. Writes config.json, summary.json (bytes, and each peak over AdamW's),
 metrics.jsonl (one row per model and optimizer) and memory.png.
@@ -30,20 +30,20 @@ def _model_config(name: str):
 
 
 def _optimizer(config, name: str, fused: bool):
-  opt = opt_with(config.opt, name=name, lr=config.lomo[f"lr_{name}"])
-  if fused:
-    opt.max_grad_norm = 0.0  # the fused step clips by its own two-pass method
-  return make_optimizer(opt, config.train.steps)
+  # the fused step clips by its own two-pass method, never by optax's; one step is compiled, so
+  # the schedule's length does not matter
+  opt = opt_with(config.opt, name=name,
+                 max_grad_norm=0.0 if fused else config.opt.max_grad_norm)
+  return make_optimizer(opt, total_steps=1)
 
 
 def peak_bytes(config, model_name: str, opt_name: str) -> int:
   """XLA's peak bytes per device of one model's train step with one optimizer."""
   mesh, rules = builders.mesh_and_rules(config)
   model_config = _model_config(model_name)
-  fused = opt_name in config.lomo.fused_optimizers
+  fused = opt_name in config.memory.fused_optimizers
   optimizer, schedule = _optimizer(config, opt_name, fused)
-  shape = dict(global_batch_size=config.lomo.memory_batch_size,
-               seq_len=config.lomo.memory_seq_len)
+  shape = dict(global_batch_size=config.memory.batch_size, seq_len=config.memory.seq_len)
   if fused:
     return fused_step.fused_step_peak_bytes(model_config, optimizer, schedule, mesh, rules,
                                             max_grad_norm=config.opt.max_grad_norm, **shape)
@@ -66,9 +66,9 @@ def run(config, workdir: str) -> dict:
   outputs.write_config(config, workdir)
   writer = metrics.MetricWriter(workdir)
   summary = {}
-  for index, model_name in enumerate(config.lomo.memory_models):
+  for index, model_name in enumerate(config.memory.models):
     row = {"num_params": _model_config(model_name).num_params(), "peak_bytes": {}}
-    for opt_name in config.lomo.memory_optimizers:
+    for opt_name in config.memory.optimizers:
       print(f"[memory] compiling {model_name} / {opt_name} ...", flush=True)
       row["peak_bytes"][opt_name] = peak_bytes(config, model_name, opt_name)
       print(f"[memory] {model_name} / {opt_name}: {row['peak_bytes'][opt_name] / 2**30:.3f} GiB",
@@ -80,7 +80,7 @@ def run(config, workdir: str) -> dict:
       row["ratio_to_adamw"] = {n: b / adamw for n, b in row["peak_bytes"].items()}
     summary[model_name] = row
   writer.close()
-  summary = {"batch_size": config.lomo.memory_batch_size, "seq_len": config.lomo.memory_seq_len,
+  summary = {"batch_size": config.memory.batch_size, "seq_len": config.memory.seq_len,
              "max_grad_norm": config.opt.max_grad_norm, "models": summary}
   outputs.write_summary(summary, workdir)
   _plot(summary["models"], os.path.join(workdir, "memory.png"))
@@ -93,6 +93,9 @@ def main(argv):
   print(json.dumps(run(flags.FLAGS.config, flags.FLAGS.workdir), indent=2))
 
 
+# The config's top-level keys (experiments/cli.py refuses any other).
+READS = ("opt", "mesh", "sharding_rules", "memory")
+
 if __name__ == "__main__":
   cli.define_config_and_workdir()
-  cli.run(main)
+  cli.run(main, data_feeds_model=False, reads=READS)

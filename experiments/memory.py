@@ -26,7 +26,10 @@ from bigmodel_jax.models.sampling import SamplingOptions
 from bigmodel_jax.rl import memory as rl_mem
 from bigmodel_jax.train import builders, memory
 from bigmodel_jax.train.optimizers import available_optimizers, make_optimizer, opt_with
-from experiments import cli
+from experiments import cli, pretrain
+
+# The config is the one of the experiments.pretrain run whose memory is planned: its sections.
+READS = pretrain.READS
 
 
 def define_flags() -> None:
@@ -97,4 +100,4 @@ def rl_memory(config, model_config, names: list[str], compile_step: bool) -> dic
 
 if __name__ == "__main__":
   define_flags()
-  cli.run(main)
+  cli.run(main, reads=READS)

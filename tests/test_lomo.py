@@ -118,17 +118,17 @@ def test_fused_step_equals_unfused(case):
 def test_lomo_memory_writes_every_output(tmp_path, monkeypatch):
   from figure_checks import check_saved_figures
 
-  from configs import lomo as lomo_config
+  from configs import lomo_memory as lomo_memory_config
   from experiments import lomo_memory
 
   saved = check_saved_figures(monkeypatch, lomo_memory)
-  config = lomo_config.get_config("small")
-  config.lomo.update(memory_models=("gpt2:tiny",), memory_optimizers=("adamw", "lomo"),
-                     memory_batch_size=8)  # one row per device of the 8
+  config = lomo_memory_config.get_config("small")
+  config.memory.update(models=("gpt2:tiny",), optimizers=("adamw", "lomo"),
+                       batch_size=8)  # one row per device of the 8
   summary = lomo_memory.run(config, str(tmp_path))
   assert summary["models"]["gpt2:tiny"]["ratio_to_adamw"]["lomo"] < 1
   written = json.loads((tmp_path / "config.json").read_text())
-  assert written["lomo"]["memory_optimizers"] == ["adamw", "lomo"]
+  assert written["memory"]["optimizers"] == ["adamw", "lomo"]
   for name in ("metrics.jsonl", "summary.json", "memory.png"):
     assert (tmp_path / name).stat().st_size > 0, name
   assert saved == [str(tmp_path / "memory.png")]

@@ -13,6 +13,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bigmodel_jax.train import builders, checkpointing, flops, metrics
+from bigmodel_jax.train.errors import ConfigError
+from bigmodel_jax.train.fused_step import fused_step
 from bigmodel_jax.train.loop import train_and_evaluate
 from configs import default
 
@@ -189,3 +191,8 @@ def test_trainer_logs_block_top_eigenvalues(corpus, tmp_path):
   config.train.hessian_blocks = ("no/such/kernel",)
   with pytest.raises(ValueError, match="train.hessian_blocks"):
     train_and_evaluate(config, str(tmp_path / "other"))
+  # a step whose optimizer does not see the whole gradient (the fused one) cannot run the monitor
+  config.train.hessian_blocks = ("attn/query/kernel",)
+  config.opt.max_grad_norm = 0.0
+  with pytest.raises(ConfigError, match="train.hessian_every"):
+    train_and_evaluate(config, str(tmp_path / "fused"), fused_step(0.0))

@@ -26,6 +26,6 @@ def test_bad_mesh_shapes_are_errors(shape, match):
 def test_fit_spec_replicates_dimensions_that_do_not_divide():
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   assert sharding.fit_spec(P("tensor", "fsdp"), (257, 64), mesh) == P(None, "fsdp")
-  assert sharding.fit_spec(P(("data", "fsdp")), (6, 3), mesh) == P("data", None)
-  assert sharding.fit_spec(P(), (4, 4), mesh) == P(None, None)
+  assert sharding.fit_spec(P(("data", "fsdp")), (6, 3), mesh) == P("data")
+  assert sharding.fit_spec(P(), (4, 4), mesh) == P()
   assert jax.device_count() == 8

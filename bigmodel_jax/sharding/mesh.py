@@ -63,7 +63,9 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
     mesh: the mesh.
 
   Returns:
-    A PartitionSpec of len(shape) entries that evenly shards `shape`.
+    A PartitionSpec that evenly shards `shape`, without trailing unsharded (None) entries: the
+    form in which jit writes its outputs' shardings, so that a state fed back into a jitted
+    function with these shardings does not compile it a second time.
   """
   entries = list(spec) + [None] * (len(shape) - len(spec))
   fitted = []
@@ -74,6 +76,8 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
       if dim % (int(np.prod([mesh.shape[a] for a in kept])) * mesh.shape[axis]) == 0:
         kept.append(axis)
     fitted.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))
+  while fitted and fitted[-1] is None:
+    fitted.pop()
   return PartitionSpec(*fitted)
 
 
