@@ -30,9 +30,9 @@ def _model_config(name: str):
 
 
 def _optimizer(config, name: str, fused: bool):
-  # the fused step clips by its own two-pass method, never by optax's; one step is compiled, so
-  # the schedule's length does not matter
-  opt = opt_with(config.opt, name=name,
+  # the fused step clips by its own two-pass method, never by optax's; one step is compiled and
+  # never run, so a constant schedule stands for any
+  opt = opt_with(config.opt, name=name, schedule="constant",
                  max_grad_norm=0.0 if fused else config.opt.max_grad_norm)
   return make_optimizer(opt, total_steps=1)
 
