@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from bigmodel_jax.train import config_checks
+from bigmodel_jax.train import config_checks, metrics
 from bigmodel_jax.train.errors import ConfigError
 from configs import default, reward_model_arithmetic, rlhf_arithmetic
 from experiments import reward_model, rlhf
@@ -24,10 +24,16 @@ def test_small_rlhf_run_writes_summary_metrics_and_plots(tmp_path):
   ratio = summary["targets"]["state_bytes_ratio_remax_over_ppo"]
   assert 0.5 < ratio < 0.6
   assert set(summary["gradient_variance"]) == {"remax"}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  assert [r["method"] for r in rows] == ["remax", "remax", "ppo", "ppo"]
-  assert all("time_generation_s" in r and "eval_greedy_reward" in r for r in rows)
+  assert summary["sft"]["rl_start_step"] == 5 and summary["sft"]["final_eval_loss"] > 0
+  for name in ("sft", "remax", "ppo"):  # every phase's own run directory
+    assert os.path.exists(os.path.join(workdir, name, "metrics.jsonl"))
+  for name in ("remax", "ppo"):
+    rows = metrics.read_metrics(os.path.join(workdir, name))
+    assert [r["step"] for r in rows if "sampled_reward" in r] == [1, 2]
+    assert [r["step"] for r in rows if "eval_greedy_reward" in r] == [1, 2]
+    assert all(r["loss"] >= 0 for r in rows if "sampled_reward" in r)  # the reward shortfall
+    assert set(summary["methods"][name]["phase_time_s"]) == set(rlhf.PHASES)
+  assert os.path.exists(os.path.join(workdir, "remax", "checkpoints", "2"))  # the trainer's
   for png in ("rlhf_curves.png", "rlhf_cost.png"):
     assert os.path.getsize(os.path.join(workdir, png)) > 0
 
