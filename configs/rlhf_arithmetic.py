@@ -57,7 +57,7 @@ def get_config(mode: str = ""):
       gae_lambda=0.95,
       ppo_epochs=4,
       grpo_epochs=1,
-      time_repeats=5,  # timed repetitions of the fused step and of the phases per method
+      time_repeats=5,  # timed repetitions of the fused step and of its phases (0: no costs)
       variance_batches=64,  # gradient estimates at the SFT parameters (0: skip)
   )
   if mode == "small":

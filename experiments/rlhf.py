@@ -10,7 +10,8 @@ W/ppo. Each run directory holds its metrics.jsonl (per step: sampled reward, KL 
 response length, ...; every `train.eval_every` steps the greedy reward on held-out problems,
 `eval_greedy_reward`). Writes into W: config.json, summary.json
 ({"methods": {NAME: {"final_greedy_reward", "final_sampled_reward", "state_bytes",
-"step_time_s", "phase_time_s", ...}}, "sft": {...}}) and rlhf_curves.png / rlhf_cost.png.
+"step_time_s", "phase_time_s", ...}}, "sft": {...}}) and rlhf_curves.png / rlhf_cost.png (the
+costs and rlhf_cost.png only with `rl.time_repeats` > 0).
 
 Costs are measured after training, on the final parameters (with a fresh optimizer state of the
 same shapes): step_time_s is the median time of the fused, jitted step (all phases in one
@@ -171,13 +172,15 @@ def phase_times(method: rl.Method, state, prompts, key, repeats: int) -> dict[st
   return {p: statistics.median(t[p] for t in times[1:]) for p in PHASES}
 
 
-def fused_step_cost(method: rl.Method, state, prompts, key, repeats: int) -> dict:
+def fused_step_cost(method: rl.Method, state, prompts, key, repeats: int,
+                    compiled=None) -> dict:
   """Exact state bytes, XLA memory analysis and median seconds of the fused, jitted step.
 
-  The step is compiled once with the state donated; each timed call gets a fresh copy of the
-  state (copied outside the timed region).
+  The step is compiled once with the state donated (or is `compiled`, `rl.memory.compile_step`'s
+  program for these shapes); each timed call gets a fresh copy of the state (copied outside the
+  timed region).
   """
-  compiled = compile_step(method, state, prompts, key)
+  compiled = compiled or compile_step(method, state, prompts, key)
   times = []
   for _ in range(repeats + 1):  # the first call warms up
     fresh = jax.block_until_ready(jax.tree.map(jnp.copy, state))
@@ -186,22 +189,25 @@ def fused_step_cost(method: rl.Method, state, prompts, key, repeats: int) -> dic
           "step_time_s": statistics.median(times[1:])}
 
 
-def measure_after_training(method: rl.Method, state: rl.RLState, context: dict) -> dict:
-  """What a method changed and what its step costs, measured on its final state."""
-  prompts = jnp.asarray(context["first_prompts"])
-  key, repeats = jax.random.key(context["config"].seed), context["config"].rl.time_repeats
-  cost = fused_step_cost(method, state, prompts, key, repeats)
+def measure_after_training(method: rl.Method, state: rl.RLState, context: dict,
+                           compiled=None) -> dict:
+  """What a method changed and (with `rl.time_repeats` > 0) what its step costs, measured on
+  its final state (`compiled`: the step's donated program, if already compiled)."""
   changed = jax.tree.map(lambda new, old: (new != old).sum(), state.params, context["sft_params"])
-  return {
-      "fraction_params_changed": float(sum(jax.tree.leaves(changed))) / sum(
-          x.size for x in jax.tree.leaves(state.params)),
-      "state_bytes": cost["state_bytes"]["total"],
-      "state_bytes_by_part": cost["state_bytes"],
-      "step_peak_bytes": cost["step_peak_bytes"],
-      "step_temp_bytes": cost["step_temp_bytes"],
-      "step_time_s": cost["step_time_s"],
-      "phase_time_s": phase_times(method, state, prompts, key, repeats),
-  }
+  measured = {"fraction_params_changed": float(sum(jax.tree.leaves(changed))) / sum(
+      x.size for x in jax.tree.leaves(state.params))}
+  repeats = context["config"].rl.time_repeats
+  if not repeats:
+    return measured
+  prompts, key = jnp.asarray(context["first_prompts"]), jax.random.key(context["config"].seed)
+  cost = fused_step_cost(method, state, prompts, key, repeats, compiled)
+  return {**measured,
+          "state_bytes": cost["state_bytes"]["total"],
+          "state_bytes_by_part": cost["state_bytes"],
+          "step_peak_bytes": cost["step_peak_bytes"],
+          "step_temp_bytes": cost["step_temp_bytes"],
+          "step_time_s": cost["step_time_s"],
+          "phase_time_s": phase_times(method, state, prompts, key, repeats)}
 
 
 def _rl_run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -237,8 +243,9 @@ def train_on_own_state(name: str, context: dict, run_dir: str) -> dict:
   method, state = rl.make_method(name, context["model_config"], context["graphdef"],
                                  context["sft_params"], optimizer,
                                  arithmetic_reward(config.task.digits), options)
-  step, batches = jax.jit(method.step), context["data"].train_iterator()
-  key = jax.random.key(config.seed)
+  batches, key = context["data"].train_iterator(), jax.random.key(config.seed)
+  # the program that the costs are measured with after training, state donated
+  step = compile_step(method, state, jnp.asarray(context["first_prompts"]), key)
   outputs.write_config(_rl_run_config(config), run_dir)
   if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
     os.remove(os.path.join(run_dir, "metrics.jsonl"))
@@ -257,7 +264,7 @@ def train_on_own_state(name: str, context: dict, run_dir: str) -> dict:
     bar.update(1)
   bar.close()
   writer.close()
-  return measure_after_training(method, state, context)
+  return measure_after_training(method, state, context, step)
 
 
 def method_summary(run_dir: str, measured: dict, eval_every: int) -> dict:
@@ -329,18 +336,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          for n, m in methods.items()}}
   if config.rl.variance_batches:
     summary["gradient_variance"] = gradient_variances(context)
-  summary["targets"] = rlhf_plots.targets(summary)
+  timed = config.rl.time_repeats > 0
+  summary["targets"] = rlhf_plots.targets(summary) if timed else None
   outputs.write_summary(summary, workdir)
   rlhf_plots.plot_curves({n: m["curve"] for n, m in methods.items()}, sft,
                          os.path.join(workdir, "rlhf_curves.png"))
-  rlhf_plots.plot_cost(summary, os.path.join(workdir, "rlhf_cost.png"))
+  if timed:
+    rlhf_plots.plot_cost(summary, os.path.join(workdir, "rlhf_cost.png"))
   return summary
 
 
 def main(argv):
   del argv
   summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
-  print(json.dumps({n: {k: m[k] for k in ("final_greedy_reward", "state_bytes", "step_time_s")}
+  print(json.dumps({n: {k: m.get(k) for k in ("final_greedy_reward", "state_bytes", "step_time_s")}
                     for n, m in summary["methods"].items()}, indent=2))
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -11,9 +12,10 @@ from configs import default, reward_model_arithmetic, rlhf_arithmetic
 from experiments import reward_model, rlhf
 
 
-def test_small_rlhf_run_writes_summary_metrics_and_plots(tmp_path):
-  workdir = str(tmp_path)
-  summary = rlhf.run(rlhf_arithmetic.get_config("small"), workdir)
+def test_small_rlhf_run_and_the_rl_phase_with_the_configs_optimizer(tmp_path):
+  config = rlhf_arithmetic.get_config("small")
+  workdir = str(tmp_path / "adamw")
+  summary = rlhf.run(config, workdir)
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f) == json.loads(json.dumps(summary))
   for name in ("remax", "ppo"):
@@ -37,17 +39,15 @@ def test_small_rlhf_run_writes_summary_metrics_and_plots(tmp_path):
   for png in ("rlhf_curves.png", "rlhf_cost.png"):
     assert os.path.getsize(os.path.join(workdir, png)) > 0
 
-
-def test_the_rl_phase_trains_with_the_configs_optimizer(tmp_path):
-  config = rlhf_arithmetic.get_config("small")
-  config.rl.update(methods=("remax",), variance_batches=0)
-  summaries = {}
-  for name in ("adamw", "mofo"):
-    config.opt.update(name=name, fraction=0.1)
-    summaries[name] = rlhf.run(config, str(tmp_path / name))
-  assert summaries["mofo"]["optimizer"] == "mofo"
-  adam, mofo = (summaries[n]["methods"]["remax"]["fraction_params_changed"]
-                for n in ("adamw", "mofo"))
+  # The RL phase's optimizer is the config's: MoFO from the same SFT start (the finished SFT run
+  # is copied, so the trainer keeps it instead of training it again).
+  config.opt.update(name="mofo", fraction=0.1)
+  config.rl.update(methods=("remax",), variance_batches=0, time_repeats=0)  # no costs
+  shutil.copytree(os.path.join(workdir, "sft"), str(tmp_path / "mofo" / "sft"))
+  mofo_summary = rlhf.run(config, str(tmp_path / "mofo"))
+  assert mofo_summary["optimizer"] == "mofo" and mofo_summary["sft"] == summary["sft"]
+  adam, mofo = (s["methods"]["remax"]["fraction_params_changed"]
+                for s in (summary, mofo_summary))
   assert adam > 0.9  # Adam moves (almost) every weight
   assert 0 < mofo <= 0.1 * 2 + 0.01  # MoFO: at most 10% of each block per step, 2 steps
 
