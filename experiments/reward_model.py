@@ -11,41 +11,90 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import matplotlib
 import ml_collections
 import numpy as np
-import optax
 from absl import flags
-from flax import nnx
 
 from bigmodel_jax.data.arithmetic import ArithmeticSource
+from bigmodel_jax.data.array_batches import RandomBatches, padded_batches
 from bigmodel_jax.data.tokenizers import ByteTokenizer
-from bigmodel_jax.rl.reward_model import PreferencePairs, bradley_terry_loss, preference_pairs
+from bigmodel_jax.models import presets
+from bigmodel_jax.rl.reward_model import PreferencePairs, bradley_terry_sums, preference_pairs
 from bigmodel_jax.rl.value_model import ValueModel
-from bigmodel_jax.train import builders, outputs, plots
-from bigmodel_jax.train.metrics import MetricWriter, progress_bar
-from bigmodel_jax.train.optimizers import make_optimizer
+from bigmodel_jax.train import builders, metrics, outputs, plots
+from bigmodel_jax.train.derived_config import derive
+from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
+from bigmodel_jax.train.task import Data, Task
 from experiments import cli
 
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
 
 # The config's top-level keys (experiments/cli.py refuses any other).
-READS = ("seed", "model", "opt", "task", "reward_model")
+READS = (*(k for k in TRAINER_READS if k not in ("data", "loss")), "task", "reward_model")
 
 
-def _batch(pairs: PreferencePairs, rng: np.random.Generator, size: int) -> PreferencePairs:
-  index = rng.integers(0, len(pairs.prompts), size)
-  return PreferencePairs(*(x[index] for x in pairs))
+def pair_arrays(pairs: PreferencePairs) -> dict[str, np.ndarray]:
+  """The pairs as the trainer's example arrays, each pair of weight 1."""
+  return {**pairs._asdict(), "weight": np.ones(len(pairs.prompts), np.float32)}
+
+
+def _pairs(batch: dict) -> PreferencePairs:
+  return PreferencePairs(batch["prompts"], batch["chosen"], batch["rejected"])
+
+
+def pair_metrics(graphdef):
+  """(params, batch) -> the Bradley-Terry loss and pair accuracy sums of a batch of pairs."""
+  return lambda params, batch: bradley_terry_sums(graphdef, params, _pairs(batch),
+                                                  batch["weight"])
+
+
+def pair_loss(graphdef):
+  """(params, batch) -> (Bradley-Terry loss sum, weight sum): the trainer's training loss."""
+  sums = pair_metrics(graphdef)
+
+  def loss_fn(params, batch):
+    out = sums(params, batch)
+    return out["loss"], out["weight"]
+
+  return loss_fn
+
+
+def reward_model_task(config: ml_collections.ConfigDict, train: PreferencePairs,
+                      heldout: PreferencePairs) -> Task:
+  """The value model of the `model` section trained on `train` pairs, evaluated on `heldout`."""
+  size = config.train.global_batch_size
+  data = Data(
+      train_iterator=lambda: RandomBatches(pair_arrays(train), size, config.seed),
+      eval_batches=lambda: padded_batches(pair_arrays(heldout), size),
+      description={"train_pairs": len(train.prompts), "heldout_pairs": len(heldout.prompts)})
+  model_config = builders.model_config(config.model, ByteTokenizer.vocab_size)
+  return Task(model_config=model_config, create_model=lambda c, rngs: ValueModel(c, rngs=rngs),
+              data=data, train_loss=pair_loss, eval_metrics=pair_metrics,
+              name=f"reward model ({presets.describe(model_config)})")
+
+
+def pair_accuracy_of(pairs: PreferencePairs):
+  """(graphdef, params) -> {"train_pair_accuracy": accuracy on `pairs`} (the trainer's
+  final_metrics)."""
+
+  def final_metrics(graphdef, params) -> dict:
+    sums = jax.jit(pair_metrics(graphdef))(params, jax.tree.map(jnp.asarray, pair_arrays(pairs)))
+    return {"train_pair_accuracy": float(sums["pair_accuracy"] / sums["weight"])}
+
+  return final_metrics
 
 
 def plot(rows: list[dict], path: str) -> None:
   """Training loss and held-out pair accuracy against step."""
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-  steps = [r["step"] for r in rows]
-  ax_loss.plot(steps, [r["loss"] for r in rows])
+  train, heldout = ([r for r in rows if key in r] for key in ("loss", "eval_pair_accuracy"))
+  ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train])
   ax_loss.set_ylabel("Bradley-Terry loss (train batch)")
-  ax_acc.plot(steps, [r["heldout_pair_accuracy"] for r in rows], marker="o", markersize=3)
+  ax_acc.plot([r["step"] for r in heldout], [r["eval_pair_accuracy"] for r in heldout],
+              marker="o", markersize=3)
   ax_acc.set_ylabel("held-out pair accuracy")
   for ax in (ax_loss, ax_acc):
     ax.set_xlabel("step")
@@ -54,47 +103,23 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains the reward model; returns (and writes) the summary."""
-  outputs.write_config(config, workdir)
-  c = config.reward_model
+  """Trains the reward model through the trainer; returns (and writes) the summary."""
   split = dict(digits=config.task.digits, validation_fraction=config.task.validation_fraction,
                seed=config.task.split_seed)
+  c = config.reward_model
   train = preference_pairs(ArithmeticSource(split="train", **split), c.train_pairs, config.seed)
   heldout = preference_pairs(ArithmeticSource(split="validation", **split), c.heldout_pairs,
                              config.seed + 1)
-  model_config = builders.model_config(config.model, ByteTokenizer.vocab_size)
-  graphdef, params = nnx.split(ValueModel(model_config, rngs=nnx.Rngs(config.seed)))
-  params = nnx.to_pure_dict(params)
-  optimizer, _ = make_optimizer(config.opt, c.steps)
-  opt_state = optimizer.init(params)
-
-  @jax.jit
-  def step(params, opt_state, batch):
-    (loss, accuracy), grads = jax.value_and_grad(
-        lambda p: bradley_terry_loss(graphdef, p, batch), has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, accuracy
-
-  evaluate = jax.jit(lambda p, pairs: bradley_terry_loss(graphdef, p, pairs))
-  rng, writer, rows = np.random.default_rng(config.seed), MetricWriter(workdir), []
-  bar = progress_bar(c.steps, 0)
-  for i in range(c.steps):
-    bar.update(1)
-    params, opt_state, loss, accuracy = step(params, opt_state, _batch(train, rng, c.batch_size))
-    if (i + 1) % c.log_every == 0 or i + 1 == c.steps:
-      row = {"step": i + 1, "loss": float(loss), "batch_accuracy": float(accuracy),
-             "heldout_pair_accuracy": float(evaluate(params, heldout)[1])}
-      writer.write(i + 1, row)
-      rows.append(row)
-  bar.close()
-  writer.close()
-  summary = {"heldout_pair_accuracy": rows[-1]["heldout_pair_accuracy"],
-             "train_pair_accuracy": float(evaluate(params, train)[1]),
+  trained = train_and_evaluate(derive(config, drop=("task", "reward_model")), workdir,
+                               task=reward_model_task(config, train, heldout),
+                               final_metrics=pair_accuracy_of(train))
+  outputs.write_config(config, workdir)  # the experiment's whole config, over the trainer's
+  summary = {**trained, "heldout_pair_accuracy": trained["final_eval"]["pair_accuracy"],
+             "train_pair_accuracy": trained["final_metrics"]["train_pair_accuracy"],
              "train_pairs": len(train.prompts), "heldout_pairs": len(heldout.prompts),
-             "steps": c.steps, "optimizer": config.opt.name,
-             "num_params": int(sum(x.size for x in jax.tree.leaves(params)))}
+             "optimizer": config.opt.name}
   outputs.write_summary(summary, workdir)
-  plot(rows, os.path.join(workdir, "reward_model.png"))
+  plot(metrics.read_metrics(workdir), os.path.join(workdir, "reward_model.png"))
   return summary
 
 

@@ -1,16 +1,22 @@
 r"""RLHF comparison: `python -m experiments.rlhf --config=configs/rlhf_arithmetic.py --workdir=W`.
 
 Supervised fine-tunes a tiny model on generated addition problems, then runs every method of
-`rl.methods` from that start with the same prompt batches and seeds. Writes into the workdir:
-config.json, metrics.jsonl (per method and step: sampled reward, KL to the reference, response
-length, phase times of generation / reward / reference / update, and every `rl.log_every` steps
-the greedy reward on held-out problems), summary.json
+`rl.methods` from that start with the same prompt batches and seeds. Both phases go through the
+trainer (`train_and_evaluate`: checkpoints, resume, non-finite guard, metrics): the supervised
+phase is a language-model task on the problems (loss on the answer tokens) in W/sft; each RL
+method but PPO is the policy task with the method's step (train/rl_task.py) in W/<method>; PPO,
+whose value model is not part of the trainer's state, runs the same steps on its own state in
+W/ppo. Each run directory holds its metrics.jsonl (per step: sampled reward, KL to the reference,
+response length, ...; every `train.eval_every` steps the greedy reward on held-out problems,
+`eval_greedy_reward`). Writes into W: config.json, summary.json
 ({"methods": {NAME: {"final_greedy_reward", "final_sampled_reward", "state_bytes",
-"step_time_s", ...}}, "sft": {...}}) and rlhf_curves.png / rlhf_cost.png.
+"step_time_s", "phase_time_s", ...}}, "sft": {...}}) and rlhf_curves.png / rlhf_cost.png (the
+costs and rlhf_cost.png only with `rl.time_repeats` > 0).
 
-Phase times come from the four phases jitted apart; step_time_s is the median time of the fused,
-jitted step (all phases in one program, state donated), measured after training on the final
-state; the same compiled step gives XLA's memory analysis.
+Costs are measured after training, on the final parameters (with a fresh optimizer state of the
+same shapes): step_time_s is the median time of the fused, jitted step (all phases in one
+program, state donated), and the same compiled step gives XLA's memory analysis; phase_time_s
+are the medians of the four phases jitted apart (generation, reward, reference, update).
 """
 
 import json
@@ -27,25 +33,30 @@ from absl import flags
 from flax import nnx
 
 from bigmodel_jax import rl
-from bigmodel_jax.data.arithmetic import ArithmeticSource, encode_prompts
+from bigmodel_jax.data import make_lm_dataset
+from bigmodel_jax.data.arithmetic import SPLITS, ArithmeticSource, encode_prompts
+from bigmodel_jax.data.array_batches import RandomBatches, padded_batches
 from bigmodel_jax.data.tokenizers import ByteTokenizer
 from bigmodel_jax.models import create_model
-from bigmodel_jax.models.sampling import SamplingOptions, generate
+from bigmodel_jax.models.sampling import SamplingOptions
 from bigmodel_jax.rl.gradient_variance import gradient_estimates, total_variance
-from bigmodel_jax.rl.logprobs import response_log_probs
 from bigmodel_jax.rl.memory import compile_step, compiled_memory
-from bigmodel_jax.rl.rewards import arithmetic_reward, arithmetic_targets
-from bigmodel_jax.train import builders, outputs
-from bigmodel_jax.train.metrics import MetricWriter, progress_bar
+from bigmodel_jax.rl.rewards import arithmetic_reward
+from bigmodel_jax.train import builders, metrics, outputs
+from bigmodel_jax.train.derived_config import derive
+from bigmodel_jax.train.finetune import restore_pretrained
+from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
 from bigmodel_jax.train.optimizers import make_optimizer
+from bigmodel_jax.train.rl_task import greedy_reward_metrics, policy_task, rl_step
+from bigmodel_jax.train.task import Data, language_model_task
 from experiments import cli, rlhf_plots
 
 PHASES = ("generation", "reward", "reference", "update")
 GROUP_METHODS = ("rloo", "grpo")
-
+MAX_REWARD = 1.0  # rl.rewards.arithmetic_reward is the fraction of right characters
 
 # The config's top-level keys (experiments/cli.py refuses any other).
-READS = ("seed", "model", "opt", "task", "sft", "rl")
+READS = (*(k for k in TRAINER_READS if k not in ("data", "loss")), "task", "sft", "rl")
 
 
 def prompt_batches(source: ArithmeticSource, count: int, size: int, seed: int) -> np.ndarray:
@@ -57,37 +68,73 @@ def prompt_batches(source: ArithmeticSource, count: int, size: int, seed: int) -
                    for row in indices])
 
 
-def supervised_fine_tune(graphdef, params, batches: np.ndarray, digits: int,
-                         opt: ml_collections.ConfigDict):
-  """Teacher-forced cross-entropy on the answers (and their newline) of `batches`, with the
-  optimizer of the `sft.opt` section."""
-  optimizer, _ = make_optimizer(opt, len(batches))
-
-  @jax.jit
-  def step(params, opt_state, prompts):
-    targets = arithmetic_targets(prompts, digits)
-    loss_fn = lambda p: -response_log_probs(graphdef, p, prompts, targets).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  opt_state, loss = optimizer.init(params), jnp.nan
-  for prompts in batches:
-    params, opt_state, loss = step(params, opt_state, prompts)
-  return params, float(loss)
+def all_prompts(source: ArithmeticSource) -> np.ndarray:
+  """int32[len(source), p]: every problem of `source` as a prompt."""
+  return encode_prompts([source.problem(i) for i in range(len(source))], ByteTokenizer())
 
 
-def make_greedy_reward(graphdef, prompts: np.ndarray, digits: int, max_new_tokens: int):
-  """params -> mean reward of the greedy responses to `prompts` (jitted)."""
-  reward_fn = arithmetic_reward(digits)
-  options = SamplingOptions(max_new_tokens=max_new_tokens, eos_id=ord("\n"))
+def sft_data(config: ml_collections.ConfigDict, sources: dict) -> Data:
+  """The problems as supervised examples: one problem per row ("\n"-ended answer and EOS are
+  the targets), random train problems, the first `sft.train.eval_batches` batches of the
+  validation problems for evaluation."""
+  tokenizer, train = ByteTokenizer(), config.sft.train
+  seq_len = len(tokenizer.encode(sources["train"][0]["text"])) + 1  # start token + EOS
 
-  @jax.jit
-  def greedy_reward(params):
-    out = generate(graphdef, params, prompts, jax.random.key(0), options, greedy=True)
-    return reward_fn(prompts, out.tokens, out.mask).mean()
+  def batches(split: str, **kwargs):
+    return make_lm_dataset(source=sources[split], tokenizer=tokenizer, split=split,
+                           seq_len=seq_len, global_batch_size=train.global_batch_size,
+                           seed=config.seed, process_index=jax.process_index(),
+                           process_count=jax.process_count(), completion_only_loss=True,
+                           pack_documents=False, **kwargs)
+
+  eval_batches = list(batches("validation", num_batches=train.eval_batches))
+  return Data(train_iterator=lambda: batches("train"), eval_batches=lambda: eval_batches,
+              description={k: {"fingerprint": v.fingerprint, "problems": len(v)}
+                           for k, v in sources.items()},
+              seq_len=seq_len, tokenizer=tokenizer)
+
+
+def prompt_data(config: ml_collections.ConfigDict, sources: dict) -> Data:
+  """The RL phase's data: batches of random train prompts (the same for every method), and the
+  greedy evaluation's validation prompts in `train.eval_batches` batches."""
+  size = config.train.global_batch_size
+  prompts = {"prompts": all_prompts(sources["train"])}
+  eval_prompts = prompt_batches(sources["validation"], 1, size * config.train.eval_batches,
+                                config.seed)[0]
+  eval_batches = padded_batches(
+      {"prompts": eval_prompts, "weight": np.ones(len(eval_prompts), np.float32)}, size)
+  return Data(train_iterator=lambda: RandomBatches(prompts, size, config.seed + 2),
+              eval_batches=lambda: eval_batches,
+              description={"train_prompts": len(prompts["prompts"]),
+                           "eval_prompts": len(eval_prompts)})
+
+
+def make_greedy_reward(graphdef, data: Data, options: rl.RLOptions, digits: int):
+  """params -> the mean greedy reward over the evaluation prompts of `data` (jitted)."""
+  sums = jax.jit(greedy_reward_metrics(arithmetic_reward(digits), options.sampling,
+                                       MAX_REWARD)(graphdef))
+
+  def greedy_reward(params) -> float:
+    totals = [jax.device_get(sums(params, batch)) for batch in data.eval_batches()]
+    return float(sum(t["greedy_reward"] for t in totals) / sum(t["weight"] for t in totals))
 
   return greedy_reward
+
+
+def supervised_fine_tune(config: ml_collections.ConfigDict, workdir: str, model_config,
+                         sources: dict, greedy_reward):
+  """Trains the SFT run in workdir/sft; returns its summary entry and its final parameters."""
+  run_dir = os.path.join(workdir, "sft")
+  run = derive(config, drop=("task", "sft", "rl"),
+               values={"train": config.sft.train, "opt": config.sft.opt})
+  trained = train_and_evaluate(run, run_dir, task=language_model_task(
+      model_config, sft_data(config, sources)), final_metrics=lambda graphdef, params: {
+          "greedy_reward": greedy_reward(params)})
+  mesh, rules = builders.mesh_and_rules(config)
+  _, _, params, step = restore_pretrained(run_dir, mesh, rules)
+  return {"greedy_reward": trained["final_metrics"]["greedy_reward"],
+          "final_eval_loss": trained["final_eval_loss"], "steps": config.sft.train.steps,
+          "rl_start_step": step}, jax.device_get(params)  # on the host: one copy for any mesh
 
 
 def method_options(name: str, rl_config: ml_collections.ConfigDict) -> rl.RLOptions:
@@ -111,31 +158,29 @@ def _timed(fn, *args):
   return out, time.perf_counter() - start
 
 
-class PhasedStep:
-  """The four phases of a method, jitted apart so that each can be timed."""
-
-  def __init__(self, method: rl.Method):
-    self.generate = jax.jit(method.generate)
-    self.reward = jax.jit(method.reward)
-    self.reference = jax.jit(method.reference)
-    self.update = jax.jit(method.update)
-
-  def __call__(self, state, prompts, key):
-    """(state, metrics, {phase: seconds})."""
-    rollout, t_gen = _timed(self.generate, state, prompts, key)
-    scores, t_reward = _timed(self.reward, rollout)
-    ref_log_probs, t_ref = _timed(self.reference, state, rollout)
-    (state, metrics), t_update = _timed(self.update, state, rollout, scores, ref_log_probs)
-    return state, metrics, dict(zip(PHASES, (t_gen, t_reward, t_ref, t_update)))
+def phase_times(method: rl.Method, state, prompts, key, repeats: int) -> dict[str, float]:
+  """Median seconds of each of the four phases jitted apart, over `repeats` calls after one
+  that compiles."""
+  generate, reward, reference, update = (jax.jit(phase) for phase in method)
+  times = []
+  for _ in range(repeats + 1):
+    rollout, t_gen = _timed(generate, state, prompts, key)
+    scores, t_reward = _timed(reward, rollout)
+    ref_log_probs, t_ref = _timed(reference, state, rollout)
+    _, t_update = _timed(update, state, rollout, scores, ref_log_probs)
+    times.append(dict(zip(PHASES, (t_gen, t_reward, t_ref, t_update))))
+  return {p: statistics.median(t[p] for t in times[1:]) for p in PHASES}
 
 
-def fused_step_cost(method: rl.Method, state, prompts, key, repeats: int) -> dict:
+def fused_step_cost(method: rl.Method, state, prompts, key, repeats: int,
+                    compiled=None) -> dict:
   """Exact state bytes, XLA memory analysis and median seconds of the fused, jitted step.
 
-  The step is compiled once with the state donated; each timed call gets a fresh copy of the
-  state (copied outside the timed region).
+  The step is compiled once with the state donated (or is `compiled`, `rl.memory.compile_step`'s
+  program for these shapes); each timed call gets a fresh copy of the state (copied outside the
+  timed region).
   """
-  compiled = compile_step(method, state, prompts, key)
+  compiled = compiled or compile_step(method, state, prompts, key)
   times = []
   for _ in range(repeats + 1):  # the first call warms up
     fresh = jax.block_until_ready(jax.tree.map(jnp.copy, state))
@@ -144,60 +189,112 @@ def fused_step_cost(method: rl.Method, state, prompts, key, repeats: int) -> dic
           "step_time_s": statistics.median(times[1:])}
 
 
-def run_method(name: str, context: dict, writer: MetricWriter) -> dict:
-  """Trains one method from the SFT start; returns its summary entry."""
-  c = context["config"].rl
-  options = method_options(name, c)
-  optimizer, _ = make_optimizer(context["config"].opt, c.steps * options.epochs)
+def measure_after_training(method: rl.Method, state: rl.RLState, context: dict,
+                           compiled=None) -> dict:
+  """What a method changed and (with `rl.time_repeats` > 0) what its step costs, measured on
+  its final state (`compiled`: the step's donated program, if already compiled)."""
+  changed = jax.tree.map(lambda new, old: (new != old).sum(), state.params, context["sft_params"])
+  measured = {"fraction_params_changed": float(sum(jax.tree.leaves(changed))) / sum(
+      x.size for x in jax.tree.leaves(state.params))}
+  repeats = context["config"].rl.time_repeats
+  if not repeats:
+    return measured
+  prompts, key = jnp.asarray(context["first_prompts"]), jax.random.key(context["config"].seed)
+  cost = fused_step_cost(method, state, prompts, key, repeats, compiled)
+  return {**measured,
+          "state_bytes": cost["state_bytes"]["total"],
+          "state_bytes_by_part": cost["state_bytes"],
+          "step_peak_bytes": cost["step_peak_bytes"],
+          "step_temp_bytes": cost["step_temp_bytes"],
+          "step_time_s": cost["step_time_s"],
+          "phase_time_s": phase_times(method, state, prompts, key, repeats)}
+
+
+def _rl_run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  return derive(config, drop=("task", "sft", "rl"))
+
+
+def train_with_trainer(name: str, context: dict, run_dir: str) -> dict:
+  """Trains a method without extra models (rl_task.POLICY_ONLY_METHODS) through the trainer;
+  returns its measurements after training."""
+  config, sft_params = context["config"], context["sft_params"]
+  options, reward = method_options(name, config.rl), arithmetic_reward(config.task.digits)
+
+  def final_metrics(graphdef, params) -> dict:
+    optimizer, _ = make_optimizer(config.opt, config.train.steps)
+    method, state = rl.make_method(name, context["model_config"], graphdef,
+                                   jax.device_get(params), optimizer, reward, options)
+    return measure_after_training(method, state._replace(ref_params=sft_params), context)
+
+  task = policy_task(context["model_config"], context["data"], lambda: sft_params,
+                     greedy_reward_metrics(reward, options.sampling, MAX_REWARD))
+  return train_and_evaluate(_rl_run_config(config), run_dir,
+                            make_step=rl_step(name, options, reward, sft_params, MAX_REWARD),
+                            task=task, final_metrics=final_metrics)["final_metrics"]
+
+
+def train_on_own_state(name: str, context: dict, run_dir: str) -> dict:
+  """Trains a method with a value model (PPO) on its own rl.RLState, with the trainer's steps,
+  prompt batches, rollout keys, metrics and evaluations (no checkpoints: a rerun starts again);
+  returns its measurements after training."""
+  config, train = context["config"], context["config"].train
+  options = method_options(name, config.rl)
+  optimizer, _ = make_optimizer(config.opt, train.steps * options.epochs)
   method, state = rl.make_method(name, context["model_config"], context["graphdef"],
                                  context["sft_params"], optimizer,
-                                 arithmetic_reward(context["digits"]), options)
-  phased, batches, greedy_reward = PhasedStep(method), context["batches"], context["greedy"]
-  base_key = jax.random.key(context["config"].seed)
-  bar = progress_bar(c.steps, 0)
+                                 arithmetic_reward(config.task.digits), options)
+  batches, key = context["data"].train_iterator(), jax.random.key(config.seed)
+  # the program that the costs are measured with after training, state donated
+  step = compile_step(method, state, jnp.asarray(context["first_prompts"]), key)
+  outputs.write_config(_rl_run_config(config), run_dir)
+  if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+    os.remove(os.path.join(run_dir, "metrics.jsonl"))
+  writer, bar = metrics.MetricWriter(run_dir), metrics.progress_bar(train.steps, 0)
   bar.set_description(name)
-  rows = []
-  for i, prompts in enumerate(batches):
-    state, metrics, times = phased(state, prompts, jax.random.fold_in(base_key, i))
-    row = {"method": name, **{k: float(v) for k, v in metrics.items()},
-           **{f"time_{k}_s": v for k, v in times.items()}}
-    if (i + 1) % c.log_every == 0 or i + 1 == len(batches):
-      row["eval_greedy_reward"] = float(greedy_reward(state.params))
-    writer.write(i + 1, row)
-    rows.append(row)
+  for i in range(train.steps):
+    state, step_metrics = step(state, jnp.asarray(next(batches)["prompts"]),
+                               jax.random.fold_in(key, i))
+    done = i + 1
+    if done % train.log_every == 0 or done == train.steps:
+      step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+      writer.write(done, {**step_metrics, "surrogate_loss": step_metrics["loss"],
+                          "loss": MAX_REWARD - step_metrics["sampled_reward"]})
+    if done % train.eval_every == 0 or done == train.steps:
+      writer.write(done, {"eval_greedy_reward": context["greedy"](state.params)})
     bar.update(1)
   bar.close()
-  cost = fused_step_cost(method, state, jnp.asarray(batches[0]), base_key, c.time_repeats)
-  timed = rows[1:] or rows  # the first step compiles
-  changed = jax.tree.map(lambda new, old: (new != old).sum(), state.params, context["sft_params"])
+  writer.close()
+  return measure_after_training(method, state, context, step)
+
+
+def method_summary(run_dir: str, measured: dict, eval_every: int) -> dict:
+  """A method's summary entry from its run's metrics and its measurements after training."""
+  rows = metrics.read_metrics(run_dir)
+  steps = [r for r in rows if "sampled_reward" in r]
+  evals = [r for r in rows if "eval_greedy_reward" in r]
+  last = steps[-1]["step"]
   return {
-      "final_greedy_reward": rows[-1]["eval_greedy_reward"],
-      "fraction_params_changed": float(sum(jax.tree.leaves(changed))) / sum(
-          x.size for x in jax.tree.leaves(state.params)),
-      "final_sampled_reward": float(np.mean([r["sampled_reward"] for r in rows[-c.log_every:]])),
-      "state_bytes": cost["state_bytes"]["total"],
-      "state_bytes_by_part": cost["state_bytes"],
-      "step_peak_bytes": cost["step_peak_bytes"],
-      "step_temp_bytes": cost["step_temp_bytes"],
-      "step_time_s": cost["step_time_s"],
-      "phase_time_s": {p: statistics.median(r[f"time_{p}_s"] for r in timed) for p in PHASES},
-      "final_kl": rows[-1]["kl"],
+      "final_greedy_reward": evals[-1]["eval_greedy_reward"],
+      "final_sampled_reward": float(np.mean([r["sampled_reward"] for r in steps
+                                             if r["step"] > last - eval_every])),
+      "final_kl": steps[-1]["kl"],
+      **measured,
       "curve": rows,
   }
 
 
 def gradient_variances(context: dict) -> dict:
   """Total variance and mean-gradient norm of each policy-gradient method at the SFT params."""
-  c = context["config"].rl
-  count = c.variance_batches
+  config = context["config"]
+  count = config.rl.variance_batches
   prompts = jnp.asarray(context["variance_batches"])
-  keys = jax.random.split(jax.random.key(context["config"].seed + 1), count)
+  keys = jax.random.split(jax.random.key(config.seed + 1), count)
   result = {}
-  for name in [m for m in c.methods if m != "ppo"]:
-    options = method_options(name, c)._replace(epochs=1)
+  for name in [m for m in config.rl.methods if m != "ppo"]:
+    options = method_options(name, config.rl)._replace(epochs=1)
     method, state = rl.make_method(name, context["model_config"], context["graphdef"],
                                    context["sft_params"], optax.sgd(1.0),
-                                   arithmetic_reward(context["digits"]), options)
+                                   arithmetic_reward(config.task.digits), options)
     estimates = jax.jit(lambda s, p, k, m=method: gradient_estimates(m, s, p, k))(
         state, prompts, keys)
     result[name] = {"total_variance": float(total_variance(estimates)),
@@ -209,48 +306,50 @@ def gradient_variances(context: dict) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the comparison; returns (and writes) the summary."""
   outputs.write_config(config, workdir)
-  digits, c = config.task.digits, config.rl
+  digits = config.task.digits
   model_config = builders.model_config(config.model, ByteTokenizer.vocab_size)
   graphdef, params = nnx.split(create_model(model_config, nnx.Rngs(config.seed)))
-  params = nnx.to_pure_dict(params)
-  split = dict(digits=digits, validation_fraction=config.task.validation_fraction,
-               seed=config.task.split_seed)
-  train, validation = ArithmeticSource(split="train", **split), ArithmeticSource(
-      split="validation", **split)
-  eval_prompts = prompt_batches(validation, 1, c.eval_prompts, config.seed)[0]
-  greedy = make_greedy_reward(graphdef, eval_prompts, digits, c.max_new_tokens)
-  initial_reward = float(greedy(params))
-  sft_batches = prompt_batches(train, config.sft.steps, config.sft.batch_size, config.seed + 1)
-  sft_params, sft_loss = supervised_fine_tune(graphdef, params, sft_batches, digits,
-                                              config.sft.opt)
-  sft = {"greedy_reward": float(greedy(sft_params)), "initial_greedy_reward": initial_reward,
-         "final_loss": sft_loss, "steps": config.sft.steps}
+  sources = {split: ArithmeticSource(split=split, digits=digits,
+                                     validation_fraction=config.task.validation_fraction,
+                                     seed=config.task.split_seed) for split in SPLITS}
+  data = prompt_data(config, sources)
+  # the greedy responses need the answer's tokens, whatever the method's sampling
+  greedy = make_greedy_reward(graphdef, data, method_options("remax", config.rl), digits)
+  initial_reward = greedy(nnx.to_pure_dict(params))  # the SFT run starts from these params
+  sft, sft_params = supervised_fine_tune(config, workdir, model_config, sources, greedy)
+  sft["initial_greedy_reward"] = initial_reward
   print(f"SFT: {sft}", flush=True)
   context = dict(config=config, model_config=model_config, graphdef=graphdef,
-                 sft_params=sft_params, digits=digits, greedy=greedy,
-                 batches=prompt_batches(train, c.steps, c.prompts_per_step, config.seed + 2),
-                 variance_batches=prompt_batches(train, max(c.variance_batches, 1),
-                                                 c.prompts_per_step, config.seed + 3))
-  writer = MetricWriter(workdir)
-  methods = {name: run_method(name, context, writer) for name in c.methods}
-  writer.close()
+                 sft_params=sft_params, greedy=greedy, data=data,
+                 first_prompts=next(data.train_iterator())["prompts"],
+                 variance_batches=prompt_batches(sources["train"],
+                                                 max(config.rl.variance_batches, 1),
+                                                 config.train.global_batch_size, config.seed + 3))
+  methods = {}
+  for name in config.rl.methods:
+    run_dir = os.path.join(workdir, name)
+    train = train_on_own_state if name == "ppo" else train_with_trainer
+    methods[name] = method_summary(run_dir, train(name, context, run_dir),
+                                   config.train.eval_every)
   summary = {"sft": sft, "num_params": model_config.num_params(), "optimizer": config.opt.name,
              "methods": {n: {k: v for k, v in m.items() if k != "curve"}
                          for n, m in methods.items()}}
-  if c.variance_batches:
+  if config.rl.variance_batches:
     summary["gradient_variance"] = gradient_variances(context)
-  summary["targets"] = rlhf_plots.targets(summary)
+  timed = config.rl.time_repeats > 0
+  summary["targets"] = rlhf_plots.targets(summary) if timed else None
   outputs.write_summary(summary, workdir)
   rlhf_plots.plot_curves({n: m["curve"] for n, m in methods.items()}, sft,
                          os.path.join(workdir, "rlhf_curves.png"))
-  rlhf_plots.plot_cost(summary, os.path.join(workdir, "rlhf_cost.png"))
+  if timed:
+    rlhf_plots.plot_cost(summary, os.path.join(workdir, "rlhf_cost.png"))
   return summary
 
 
 def main(argv):
   del argv
   summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
-  print(json.dumps({n: {k: m[k] for k in ("final_greedy_reward", "state_bytes", "step_time_s")}
+  print(json.dumps({n: {k: m.get(k) for k in ("final_greedy_reward", "state_bytes", "step_time_s")}
                     for n, m in summary["methods"].items()}, indent=2))
 
 

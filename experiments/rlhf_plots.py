@@ -17,7 +17,7 @@ def plot_curves(curves: dict[str, list[dict]], sft: dict, path: str) -> None:
   fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
   for ax, (key, label) in zip(axes.flat, CURVES):
     for name, rows in curves.items():
-      points = [(i + 1, r[key]) for i, r in enumerate(rows) if key in r]
+      points = [(r["step"], r[key]) for r in rows if key in r]
       if points:
         ax.plot(*zip(*points), label=name, marker="o" if key.startswith("eval") else None,
                 markersize=3)

@@ -11,6 +11,7 @@ from figure_checks import check_saved_figures
 from flax import nnx
 
 from bigmodel_jax.data.arithmetic import ArithmeticSource
+from bigmodel_jax.data.array_batches import RandomBatches, padded_batches
 from bigmodel_jax.models import from_preset
 from bigmodel_jax.rl.reward_model import (
   bradley_terry_loss,
@@ -68,3 +69,16 @@ def test_small_reward_model_experiment(tmp_path, monkeypatch):
   assert os.path.getsize(os.path.join(tmp_path, "reward_model.png")) > 0
   with pytest.raises(ValueError, match="unknown mode"):
     reward_model_arithmetic.get_config("huge")
+
+
+def test_random_batches_resume_and_padded_batches_cover_every_row():
+  arrays = {"x": np.arange(10), "weight": np.ones(10, np.float32)}
+  batches = RandomBatches(arrays, 4, seed=3)
+  first = [next(batches) for _ in range(3)]
+  resumed = RandomBatches(arrays, 4, seed=3)
+  resumed.set_state(json.loads(json.dumps({"step": 2})))
+  np.testing.assert_array_equal(next(resumed)["x"], first[2]["x"])
+  padded = padded_batches(arrays, 4)
+  assert [len(b["x"]) for b in padded] == [4, 4, 4]
+  np.testing.assert_array_equal(np.concatenate([b["x"] for b in padded])[:10], arrays["x"])
+  assert np.concatenate([b["weight"] for b in padded]).sum() == 10

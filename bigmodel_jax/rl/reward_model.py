@@ -70,13 +70,37 @@ def sequence_scores(graphdef: nnx.GraphDef, params, prompts: jax.Array, response
   return jnp.take_along_axis(values, last[:, None], axis=1)[:, 0]
 
 
+def pair_margins(graphdef: nnx.GraphDef, params, pairs: PreferencePairs) -> jax.Array:
+  """float32[n]: r(x, y_chosen) - r(x, y_rejected) of every pair."""
+  mask = jnp.ones(pairs.chosen.shape, bool)
+  return (sequence_scores(graphdef, params, pairs.prompts, pairs.chosen, mask)
+          - sequence_scores(graphdef, params, pairs.prompts, pairs.rejected, mask))
+
+
+def bradley_terry_sums(graphdef: nnx.GraphDef, params, pairs: PreferencePairs,
+                       weights: jax.Array) -> dict[str, jax.Array]:
+  """The Bradley-Terry loss and the pair accuracy of a batch, as weighted sums.
+
+  Args:
+    graphdef: the reward model's graph definition.
+    params: its parameters.
+    pairs: the batch of pairs.
+    weights: float32[n], each pair's weight (0 for a padding row).
+
+  Returns:
+    {"loss": sum of -w log sigmoid(margin), "pair_accuracy": sum of w [margin > 0],
+    "weight": sum of w}.
+  """
+  margin = pair_margins(graphdef, params, pairs)
+  return {"loss": -(weights * jax.nn.log_sigmoid(margin)).sum(),
+          "pair_accuracy": (weights * (margin > 0)).sum(), "weight": weights.sum()}
+
+
 def bradley_terry_loss(graphdef: nnx.GraphDef, params, pairs: PreferencePairs
                        ) -> tuple[jax.Array, jax.Array]:
   """(-mean log sigmoid(r_chosen - r_rejected), pair accuracy) of a batch of pairs."""
-  mask = jnp.ones(pairs.chosen.shape, bool)
-  margin = (sequence_scores(graphdef, params, pairs.prompts, pairs.chosen, mask)
-            - sequence_scores(graphdef, params, pairs.prompts, pairs.rejected, mask))
-  return -jax.nn.log_sigmoid(margin).mean(), (margin > 0).mean()
+  sums = bradley_terry_sums(graphdef, params, pairs, jnp.ones(len(pairs.prompts)))
+  return sums["loss"] / sums["weight"], sums["pair_accuracy"] / sums["weight"]
 
 
 def learned_reward(graphdef: nnx.GraphDef, params) -> RewardFn:

@@ -147,6 +147,9 @@ TRAINER_READS = ("seed", "model", "data", "train", "loss", "opt", "mesh", "shard
 
 def _unfused(graphdef, task: Task, optimizer: optax.GradientTransformation,
              schedule: optax.Schedule, config: ml_collections.ConfigDict) -> Callable:
+  if task.train_loss is None:
+    raise ValueError(f"the task {task.name!r} has no training loss for the unfused step; it "
+                     "trains with a step of its own (train_and_evaluate's make_step)")
   return make_train_step(graphdef, optimizer, schedule, config.train.grad_accum_steps,
                          loss_fn=task.train_loss(graphdef))
 

@@ -123,6 +123,21 @@ def summed_loss_and_grads(loss_fn: Callable, params, batch: Batch, grad_accum_st
   return totals
 
 
+def keep_if_finite(finite: jax.Array, new, old):
+  """`new` if `finite`, else `old`, leaf by leaf (a skipped step leaves the state bitwise as it
+  was; see the module docstring).
+
+  Args:
+    finite: bool scalar, whether the step's loss and gradient were finite.
+    new: the updated pytree (e.g. (params, opt_state)).
+    old: the pytree before the step, of the same structure.
+
+  Returns:
+    The pytree to keep.
+  """
+  return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum_steps: int = 1,
                     token_loss: Callable = losses.cross_entropy,
@@ -158,8 +173,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                                     (params, opt_state), (state.params, state.opt_state))
+    params, opt_state = keep_if_finite(finite, (params, opt_state),
+                                       (state.params, state.opt_state))
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,

@@ -60,7 +60,8 @@ class Task:
     model_config: the model's configuration (identifies checkpoints; fused steps read it).
     create_model: (model_config, rngs) -> the nnx module, holding only nnx.Param.
     data: the run's data.
-    train_loss: graphdef -> `LossFn`, the loss the step minimises.
+    train_loss: graphdef -> `LossFn`, the loss the step minimises; None for a task whose step
+      has an objective of its own (an RL step's, which samples its own responses: train/rl_task.py).
     eval_metrics: graphdef -> `MetricsFn`; its "loss" is the run's evaluation loss.
     name: what plots call the model.
     init_params: () -> the initial parameters (a pure dict, e.g. a pre-trained checkpoint's),
@@ -71,7 +72,7 @@ class Task:
   model_config: Any
   create_model: Callable[[Any, nnx.Rngs], nnx.Module]
   data: Data
-  train_loss: Callable[[nnx.GraphDef], LossFn]
+  train_loss: Callable[[nnx.GraphDef], LossFn] | None
   eval_metrics: Callable[[nnx.GraphDef], MetricsFn]
   name: str
   init_params: Callable[[], Any] | None = None

@@ -1,0 +1,78 @@
+"""Batches of in-memory example arrays: random training batches that resume, fixed evaluation
+batches.
+
+A data set small enough to hold as arrays (generated preference pairs, generated supervised
+examples, prompts) is a dict of arrays with one leading example axis. `RandomBatches` draws
+training batches from it as a checkpointable iterator (the trainer's data interface, see
+train/task.py): batch i is drawn from `np.random.default_rng((seed, i))`, so its state is the
+batch count and a resumed run sees exactly the batches it would have seen. `padded_batches`
+cuts it into the fixed evaluation batches, padding the last with zero rows (a row weight of 0
+must be among the arrays for those rows to count for nothing).
+"""
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+
+
+def _num_rows(arrays: Arrays) -> int:
+  sizes = {len(v) for v in arrays.values()}
+  if len(sizes) != 1:
+    raise ValueError(f"the arrays must have one number of rows, got "
+                     f"{ {k: len(v) for k, v in arrays.items()} }")
+  return sizes.pop()
+
+
+class RandomBatches:
+  """Batches of rows drawn uniformly (with replacement) from `arrays`, batch i seeded by
+  (seed, i).
+
+  Args:
+    arrays: {name: array with leading axis n}.
+    batch_size: rows per batch.
+    seed: the seed of the draws.
+  """
+
+  def __init__(self, arrays: Arrays, batch_size: int, seed: int):
+    self.num_rows = _num_rows(arrays)
+    if self.num_rows == 0:
+      raise ValueError("RandomBatches needs at least one row")
+    self.arrays, self.batch_size, self.seed = arrays, batch_size, seed
+    self.step = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Arrays:
+    index = np.random.default_rng((self.seed, self.step)).integers(0, self.num_rows,
+                                                                   self.batch_size)
+    self.step += 1
+    return {k: v[index] for k, v in self.arrays.items()}
+
+  def get_state(self) -> dict:
+    return {"step": self.step}
+
+  def set_state(self, state: dict) -> None:
+    self.step = int(state["step"])
+
+
+def padded_batches(arrays: Arrays, batch_size: int) -> list[Arrays]:
+  """`arrays` cut into consecutive batches of `batch_size` rows, the last padded with zeros.
+
+  Args:
+    arrays: {name: array with leading axis n}.
+    batch_size: rows per batch.
+
+  Returns:
+    ceil(n / batch_size) batches, every one of `batch_size` rows.
+  """
+  n = _num_rows(arrays)
+  batches = []
+  for start in range(0, n, batch_size):
+    batch = {}
+    for name, value in arrays.items():
+      rows = value[start:start + batch_size]
+      pad = np.zeros((batch_size - len(rows), *value.shape[1:]), value.dtype)
+      batch[name] = np.concatenate([rows, pad])
+    batches.append(batch)
+  return batches
