@@ -61,12 +61,13 @@ def get_config(settings: str = "full") -> ml_collections.ConfigDict:
       rd_rows=16 if small else 256,  # D_RD: fixed windows of D_atk
       rd_batch=8 if small else 64,
   ))
-  c.pretrain = ml_collections.ConfigDict(dict(
-      steps=20 if small else 600,
-      batch_size=8 if small else 32,
-      log_every=10 if small else 100,
-      opt=_opt(3e-3, 0.95, "cosine", 5 if small else 50, 0.1),
-  ))
+  # The victim's pre-training on D_pre: a trainer run (train_and_evaluate) in WORKDIR/victim;
+  # its evaluation is on train.eval_batches batches of D_eval windows.
+  c.train = default.get_config("train").train
+  c.train.update(steps=20 if small else 600, global_batch_size=8 if small else 32,
+                 log_every=10 if small else 100, eval_every=20 if small else 600,
+                 eval_batches=2, checkpoint_every=20 if small else 200, sample_tokens=0)
+  c.opt = _opt(3e-3, 0.95, "cosine", 5 if small else 50, 0.1)
   c.rd = ml_collections.ConfigDict(dict(
       seeds=(0, 1, 2),  # fresh full-model draws (the code uses one; seed 0 is reported alone)
       tolerance=0.2,  # tau: n* = min{n : (1 + tau) RD(n) >= RD_full}

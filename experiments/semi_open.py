@@ -2,7 +2,9 @@ r"""Semi-open models: SCARA's recovery difficulty, recovery attacks and customis
 
   python -m experiments.semi_open --config=configs/semi_open.py --workdir=/tmp/scara
 
-victim: a byte-level GPT-2 pre-trained on D_pre (or reused: init_from = an earlier workdir).
+victim: a byte-level GPT-2 pre-trained on D_pre by the trainer (`train_and_evaluate`, the
+  `train` and `opt` sections) in workdir/victim, then loaded from that run's final checkpoint (or
+  reused: init_from = an earlier workdir; a rerun keeps a finished victim).
 rd: RD(n), n = 0..L, and RD_full for every initialisation seed and re-init scale; SCARA's n*
   (mean over seeds, and seed 0 alone, the code's single draw) (T1).
 diagnostics: D1 (residual ratio of trained vs random blocks) and D2 (error amplification).
@@ -12,8 +14,8 @@ recovery: FT-all from the victim with every closed set of the spec (C0, single b
 customisation: the public blocks fine-tuned on generated arithmetic, exact-match accuracy (T3).
 With init_from=hf:DIR only rd and diagnostics run, on the imported model and its tokenizer.
 Outputs in the workdir: config.json, metrics.jsonl, summary.json (tables, criteria A2/A5 and
-the phenomena E1-E6 with their numbers), victim/ (parameters), rd_curve.png, transition.png,
-rd_vs_arr.png.
+the phenomena E1-E6 with their numbers), victim/ (the victim's trainer run: checkpoints,
+metrics.jsonl, summary.json, loss.png), rd_curve.png, transition.png, rd_vs_arr.png.
 
 Reference: Huang et al., "Archilles' Heel in Semi-open LLMs: Hiding Bottom against Recovery
 Attacks" (arXiv 2410.11182); spec: shared/reference/SEMI_OPEN_AND_ADAM_BETAS.md, part A.
@@ -29,9 +31,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
-from flax import nnx, serialization
+from flax import nnx
 
-from bigmodel_jax import hf
 from bigmodel_jax.data import ByteTokenizer, arithmetic, make_tokenizer
 from bigmodel_jax.data.tokenizers import HF_PREFIX
 from bigmodel_jax.models.sampling import make_greedy_decoder
@@ -44,13 +45,18 @@ from bigmodel_jax.semi_open.recovery_difficulty import (
   rd_curve,
 )
 from bigmodel_jax.semi_open.replacement import fresh_params, layer_mask, replace_layers
-from bigmodel_jax.sharding import abstract_model
 from bigmodel_jax.train import builders, outputs
+from bigmodel_jax.train.derived_config import derive
+from bigmodel_jax.train.loop import train_and_evaluate
 from bigmodel_jax.train.metrics import MetricWriter
+from bigmodel_jax.train.pretrained import load_pretrained
+from bigmodel_jax.train.task import Data, language_model_task
 from experiments import cli
 from experiments import semi_open_report as report
 
 VICTIM_DIR = "victim"
+# The sections only this experiment reads; the victim's trainer run gets the config without them.
+OWN_SECTIONS = ("init_from", "data", "rd", "diagnostics", "recovery", "customisation", "criteria")
 
 
 @dataclasses.dataclass
@@ -72,87 +78,52 @@ def _stacked(batches: dict) -> dict:
   return {k: jnp.asarray(v) for k, v in batches.items()}
 
 
-def _divides(every: int, steps: int, key: str) -> None:
-  if every <= 0 or steps % every:
-    raise ValueError(f"{key} ({every}) must divide the steps ({steps})")
+def victim_data(config: ml_collections.ConfigDict, segments: list, tokenizer) -> Data:
+  """The victim's pre-training data: train.steps batches of windows of D_pre (spec A.7.2);
+  its evaluation: train.eval_batches batches of windows of D_eval."""
+  t, seq_len = config.train, config.data.seq_len
+  train = corpus.lm_batches(segments[0], t.steps, t.global_batch_size, seq_len, config.seed)
+  held_out = corpus.lm_batches(segments[2], t.eval_batches, t.global_batch_size, seq_len,
+                               config.seed + 3)
+  eval_batches = list(corpus.StackedBatches(held_out))
+  return Data(train_iterator=lambda: corpus.StackedBatches(train),
+              eval_batches=lambda: eval_batches,
+              description={"D_pre_tokens": len(segments[0]), "D_eval_tokens": len(segments[2])},
+              seq_len=seq_len, tokenizer=tokenizer)
 
 
-def pretrain(config: ml_collections.ConfigDict, victim: Victim, writer: MetricWriter) -> dict:
-  """Trains the victim from its initialisation on D_pre (spec A.7.2); returns the timing."""
-  pc = config.pretrain
-  _divides(pc.log_every, pc.steps, "pretrain.log_every")
-  trainer = recovery.MaskedTrainer(victim.graphdef, pc.opt, pc.steps, victim.params)
-  batches = _stacked(corpus.lm_batches(victim.segments[0], pc.steps, pc.batch_size,
-                                       config.data.seq_len, config.seed))
-  everything = trainable_mask(victim.params, jnp.ones((victim.num_layers,), bool), True)
-  state = trainer.init(victim.params, everything)
-  start = time.time()
-  for step in range(0, pc.steps, pc.log_every):
-    chunk = jax.tree.map(lambda x: x[step:step + pc.log_every], batches)  # noqa: B023
-    state, metrics = trainer.train(state, chunk)
-    writer.write(step + pc.log_every, {"phase": "pretrain", "loss": metrics["loss"][-1]})
-  victim.params = jax.device_get(state.params)
-  return {"steps": pc.steps, "seconds": time.time() - start,
-          "seconds_per_step": (time.time() - start) / pc.steps}
+def pretrain(config: ml_collections.ConfigDict, segments: list, tokenizer, workdir: str
+             ) -> dict:
+  """Trains the victim from its initialisation on D_pre through the trainer, in workdir/victim
+  (checkpoints and resume; a rerun keeps a finished victim); returns its provenance."""
+  model_config = builders.model_config(config.model, tokenizer.vocab_size)
+  task = language_model_task(model_config, victim_data(config, segments, tokenizer))
+  run = derive(config, drop=OWN_SECTIONS)
+  summary = train_and_evaluate(run, os.path.join(workdir, VICTIM_DIR), task=task)
+  return {"source": "pre-trained here", "steps": summary["steps"],
+          "seconds": summary["wall_time_s"],
+          "seconds_per_step": summary["wall_time_s"] / summary["steps"],
+          "final_eval_loss": summary["final_eval_loss"]}
 
 
-def save_victim(victim: Victim, workdir: str) -> None:
-  """victim/params.msgpack and victim/model.json, reusable with init_from=workdir."""
-  directory = os.path.join(workdir, VICTIM_DIR)
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, "params.msgpack"), "wb") as f:
-    f.write(serialization.msgpack_serialize(jax.device_get(victim.params)))
-  outputs.write_json(os.path.join(directory, "model.json"),
-                     dataclasses.asdict(victim.model_config))
-
-
-def load_victim(directory: str) -> tuple:
-  """The model config, graph and parameters saved by `save_victim` in DIR/victim."""
-  path = os.path.join(directory, VICTIM_DIR)
-  if not os.path.isfile(os.path.join(path, "params.msgpack")):
-    raise ValueError(f"init_from={directory!r} holds no {VICTIM_DIR}/params.msgpack of an "
-                     "earlier experiments.semi_open run")
-  with open(os.path.join(path, "model.json")) as f:
-    model_config = builders.model_config(ml_collections.ConfigDict(json.load(f)), None)
-  with open(os.path.join(path, "params.msgpack"), "rb") as f:
-    params = serialization.msgpack_restore(f.read())
-  graphdef, _ = abstract_model(model_config)
-  return model_config, graphdef, jax.tree.map(jnp.asarray, params)
-
-
-def load_hf(config: ml_collections.ConfigDict) -> tuple:
-  """The model config, graph, host parameters and tokenizer of init_from = "hf:DIR"."""
-  directory = config.init_from.removeprefix(HF_PREFIX)
-  mesh, rules = builders.mesh_and_rules(config)
-  model_config, graphdef, params = hf.import_checkpoint(
-      directory, mesh, rules, **builders.numerics(config.model))
-  return model_config, graphdef, jax.device_get(params), make_tokenizer(config.init_from)
-
-
-def build_victim(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter
-                 ) -> tuple[Victim, dict]:
-  """The victim (pre-trained here, reloaded, or imported) and its provenance."""
-  tokenizer = ByteTokenizer()
-  if config.init_from.startswith(HF_PREFIX):
-    model_config, graphdef, params, tokenizer = load_hf(config)
-    info = {"source": config.init_from}
-  elif config.init_from:
-    model_config, graphdef, params = load_victim(config.init_from)
-    info = {"source": config.init_from}
-  else:
-    model_config = builders.model_config(config.model, tokenizer.vocab_size)
-    graphdef, _ = abstract_model(model_config)
-    params = fresh_params(model_config, config.seed)
-    info = None
+def build_victim(config: ml_collections.ConfigDict, workdir: str) -> tuple[Victim, dict]:
+  """The victim (pre-trained here, reloaded from an earlier workdir, or imported) and its
+  provenance."""
+  is_hf = config.init_from.startswith(HF_PREFIX)
+  tokenizer = make_tokenizer(config.init_from) if is_hf else ByteTokenizer()
   tokens = corpus.corpus_tokens(tokenizer, config.data.data_dir, config.data.max_bytes)
-  victim = Victim(model_config, graphdef, params, tokenizer,
-                  corpus.split_stream(tokens, tuple(config.data.fractions)))
-  if info is None:
-    info = {"source": "pre-trained here", **pretrain(config, victim, writer)}
-  if not config.init_from.startswith(HF_PREFIX):
-    save_victim(victim, workdir)
-  info.update(num_params=model_config.num_params(),
-              segment_tokens=[len(s) for s in victim.segments])
+  segments = corpus.split_stream(tokens, tuple(config.data.fractions))
+  if is_hf:
+    source, info = config.init_from, {"source": config.init_from}
+  elif config.init_from:
+    source, info = os.path.join(config.init_from, VICTIM_DIR), {"source": config.init_from}
+  else:
+    source, info = os.path.join(workdir, VICTIM_DIR), pretrain(config, segments, tokenizer,
+                                                               workdir)
+  mesh, rules = builders.mesh_and_rules(config)
+  model_config, graphdef, params, _ = load_pretrained(source, config.model, mesh, rules)
+  victim = Victim(model_config, graphdef, jax.device_get(params), tokenizer, segments)
+  info.update(num_params=model_config.num_params(), segment_tokens=[len(s) for s in segments])
   return victim, info
 
 
@@ -324,7 +295,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   outputs.write_config(config, workdir)
   writer = MetricWriter(workdir)
-  victim, info = build_victim(config, workdir, writer)
+  victim, info = build_victim(config, workdir)
+  if "final_eval_loss" in info:
+    writer.write(info["steps"], {"phase": "pretrain", "eval_loss": info["final_eval_loss"]})
   rd_data = rd_batches(config, victim)
   summary = {"victim": info, "rd": rd_section(config, victim, rd_data, writer),
              "diagnostics": diagnostics(config, victim, rd_data)}
@@ -342,8 +315,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 # The config's top-level keys (experiments/cli.py refuses any other).
-READS = ("seed", "model", "data", "mesh", "sharding_rules", "init_from", "pretrain", "rd",
-         "recovery", "customisation", "diagnostics", "criteria")
+# `train` and `opt`: the victim's pre-training (a trainer run); `data`: the semi-open corpus.
+READS = ("seed", "model", "mesh", "sharding_rules", "train", "opt", *OWN_SECTIONS)
 
 
 def main(argv):

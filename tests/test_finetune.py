@@ -1,5 +1,5 @@
-"""Fine-tuning: the arithmetic domain, the L2-towards-init baseline, and the comparison end to end
-from a tiny experiments.pretrain checkpoint."""
+"""Fine-tuning: the arithmetic domain, the L2-towards-init baseline, restoring a pretrain
+checkpoint, and the comparison (experiments.finetune) end to end from a tiny one."""
 
 import json
 import os
@@ -12,10 +12,13 @@ import pytest
 
 from bigmodel_jax.data import ByteTokenizer, arithmetic, make_lm_dataset
 from bigmodel_jax.optim.l2sp import add_l2_towards_init
-from bigmodel_jax.train import builders, finetune
+from bigmodel_jax.train import builders
+from bigmodel_jax.train.errors import ConfigError
 from bigmodel_jax.train.loop import train_and_evaluate
 from bigmodel_jax.train.optimizers import available_optimizers
+from bigmodel_jax.train.pretrained import restore_checkpoint
 from configs import default, finetune_forgetting
+from experiments import finetune, forgetting_report
 
 
 def test_arithmetic_splits_are_disjoint_and_complete():
@@ -84,13 +87,13 @@ def test_best_run_and_target_checks():
 
   runs = [run("adamw", 1e-3, 1.0, 4.0), run("adamw", 3e-3, 1.0, 12.0),
           run("mofo@0.1", 1e-3, 0.99, 1.0), run("mofo@0.1", 3e-3, 0.5, 0.1)]
-  best = finetune.best_per_method(runs)
+  best = forgetting_report.best_per_method(runs)
   assert best["adamw"]["lr"] == 1e-3  # equal accuracy: the run that forgets less
   assert best["mofo@0.1"]["lr"] == 1e-3  # higher accuracy first
-  check = finetune.target_check(best, "mofo@0.1", "adamw")
+  check = forgetting_report.target_check(best, "mofo@0.1", "adamw")
   assert check["met"] and check["forgetting_ratio"] == 0.25
   assert abs(check["accuracy_gap_points"] - 1.0) < 1e-9
-  per_lr = finetune.target_check_per_lr(runs, "mofo@0.1", "adamw")
+  per_lr = forgetting_report.target_check_per_lr(runs, "mofo@0.1", "adamw")
   assert set(per_lr) == {"0.001", "0.003"} and not per_lr["0.003"]["met"]
 
 
@@ -107,7 +110,7 @@ def test_l2_towards_init_adds_the_pull():
 def test_parse_method():
   assert finetune.parse_method("mofo@0.15") == ("mofo", {"fraction": 0.15})
   assert finetune.parse_method("adamw") == ("adamw", {})
-  with pytest.raises(ValueError, match="methods"):
+  with pytest.raises(ConfigError, match="methods"):
     finetune.parse_method("adamw@0.1")
 
 
@@ -147,16 +150,22 @@ def test_finetune_comparison_end_to_end(pretrained, tmp_path):
   # MoFO moves a small fraction of the entries, AdamW nearly all (no weight decay here).
   assert runs["mofo@0.1"]["fraction_changed"] < 0.5 < runs["adamw"]["fraction_changed"]
   assert summary["pretrained"]["l2_distance"] == 0.0
+  # Every run is a trainer run of its own; a rerun keeps a finished one.
+  run_dir = finetune.run_dir(str(tmp_path), "mofo@0.1", 1e-3)
+  assert os.path.isdir(os.path.join(run_dir, "checkpoints"))
+  with open(os.path.join(run_dir, "summary.json")) as f:
+    assert json.load(f)["final_metrics"]["ft_accuracy"] == runs["mofo@0.1"]["ft_accuracy"]
+  assert finetune.run_comparison(config, str(tmp_path))["runs"] == summary["runs"]
 
 
 def test_restored_params_equal_the_checkpoint(pretrained):
   _, init_from = pretrained
   mesh, rules = builders.mesh_and_rules(default.get_config())
-  _, _, params, step = finetune.restore_pretrained(init_from, mesh, rules)
+  _, _, params, step = restore_checkpoint(init_from, mesh, rules)
   assert step == 2
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
   assert optax.tree.norm(params) > 0
-  _, _, chosen, _ = finetune.restore_pretrained(init_from, mesh, rules, step=2)
+  _, _, chosen, _ = restore_checkpoint(init_from, mesh, rules, step=2)
   jax.tree.map(np.testing.assert_array_equal, chosen, params)
   with pytest.raises(ValueError, match=r"init_step=1: no such checkpoint .*\[2\]"):
-    finetune.restore_pretrained(init_from, mesh, rules, step=1)
+    restore_checkpoint(init_from, mesh, rules, step=1)

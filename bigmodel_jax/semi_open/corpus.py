@@ -68,3 +68,34 @@ def benchmarks(segment: np.ndarray, chunks: int, rows: int, length: int, seed: i
   """int32[chunks, rows, length + 1]: `rows` windows from each of `chunks` contiguous parts."""
   parts = np.array_split(segment, chunks)
   return np.stack([windows(part, rows, length, seed + i) for i, part in enumerate(parts)])
+
+
+class StackedBatches:
+  """The batches of `lm_batches` as the trainer's checkpointable training iterator.
+
+  Batch i is slice i of the stack, so the state is the number of batches served and a resumed
+  run sees the batches it would have seen.
+
+  Args:
+    batches: {"inputs", "targets", "weights"} with a leading steps axis.
+  """
+
+  def __init__(self, batches: dict[str, np.ndarray]):
+    self.batches = batches
+    self.step = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self.step >= len(self.batches["inputs"]):
+      raise StopIteration
+    batch = {k: v[self.step] for k, v in self.batches.items()}
+    self.step += 1
+    return batch
+
+  def get_state(self) -> dict:
+    return {"step": self.step}
+
+  def set_state(self, state: dict) -> None:
+    self.step = int(state["step"])
