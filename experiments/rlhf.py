@@ -74,7 +74,7 @@ def all_prompts(source: ArithmeticSource) -> np.ndarray:
 
 
 def sft_data(config: ml_collections.ConfigDict, sources: dict) -> Data:
-  """The problems as supervised examples: one problem per row ("\n"-ended answer and EOS are
+  """The problems as supervised examples: one problem per row (the "\\n"-ended answer and EOS are
   the targets), random train problems, the first `sft.train.eval_batches` batches of the
   validation problems for evaluation."""
   tokenizer, train = ByteTokenizer(), config.sft.train
