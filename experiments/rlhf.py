@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import flags
+from bigmodel_jax.train.finetune import restore_pretrained
 from flax import nnx
 
 from bigmodel_jax import rl
@@ -44,7 +45,6 @@ from bigmodel_jax.rl.memory import compile_step, compiled_memory
 from bigmodel_jax.rl.rewards import arithmetic_reward
 from bigmodel_jax.train import builders, metrics, outputs
 from bigmodel_jax.train.derived_config import derive
-from bigmodel_jax.train.finetune import restore_pretrained
 from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
 from bigmodel_jax.train.optimizers import make_optimizer
 from bigmodel_jax.train.rl_task import greedy_reward_metrics, policy_task, rl_step
@@ -74,7 +74,7 @@ def all_prompts(source: ArithmeticSource) -> np.ndarray:
 
 
 def sft_data(config: ml_collections.ConfigDict, sources: dict) -> Data:
-  """The problems as supervised examples: one problem per row ("\n"-ended answer and EOS are
+  """The problems as supervised examples: one problem per row (the "\\n"-ended answer and EOS are
   the targets), random train problems, the first `sft.train.eval_batches` batches of the
   validation problems for evaluation."""
   tokenizer, train = ByteTokenizer(), config.sft.train
