@@ -32,7 +32,7 @@ def get_config(settings: str = "full") -> ml_collections.ConfigDict:
   # The GPT (byte tokens of the embedded stdlib corpus: `data` as configs/default.py's).
   c.model.update(architecture="gpt2", num_layers=4, num_heads=4, num_kv_heads=4, head_dim=16,
                  embed_dim=64, mlp_dim=256, max_seq_len=32, tie_embeddings=True)
-  c.data.seq_len = 32
+  c.data.update(seq_len=32, shuffle_window=0)  # packed rows in order, as this experiment had
   # Blocks of the GPT compared: path suffixes in these layers, plus the token embedding.
   c.gpt = ml_collections.ConfigDict(dict(
       block_patterns=("attn/query/kernel", "attn/key/kernel", "attn/value/kernel",

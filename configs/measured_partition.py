@@ -44,7 +44,7 @@ def get_config(settings: str = "full") -> ml_collections.ConfigDict:
   # (a) the GPT: the embedded stdlib corpus in byte tokens ("": ~/tensorflow_datasets).
   c.model = gpt2.get_config("tiny").model
   c.model.update(num_heads=4, num_kv_heads=4, head_dim=16, max_seq_len=32)
-  c.data.seq_len = 32
+  c.data.update(seq_len=32, shuffle_window=0)  # packed rows in order, as this experiment had
   c.gpt = ml_collections.ConfigDict(dict(
       global_batch_size=16,
       probe_steps=(0, 300, 1500),  # AdamW steps after which the partition is proposed
