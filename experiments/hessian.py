@@ -32,7 +32,6 @@ from absl import app, flags
 from flax import nnx
 
 from bigmodel_jax import hessian
-from bigmodel_jax.data.arrays import fixed_batches
 from bigmodel_jax.data.digits import digits_splits
 from bigmodel_jax.models import LAYER_AXES
 from bigmodel_jax.models.classifier_mlp import ClassifierMLPConfig, create_classifier_mlp
@@ -85,22 +84,21 @@ def _mean_loss(loss_sum):
   return loss
 
 
-def _hessian_batches(c, label: str) -> list[dict]:
-  """`spectrum.num_batches` fixed training batches of `spectrum.batch_size` (the Hessian's)."""
-  s = c.spectrum
-  if label == "gpt":
-    it = builders.make_data(derive(c, values={"train.global_batch_size": s.batch_size})
-                            ).train_iterator()
-    batches = [next(it) for _ in range(s.num_batches)]
-  else:
-    batches = fixed_batches(*digits_splits(c.seed)["train"], s.batch_size)[:s.num_batches]
-  return [{k: jnp.asarray(v) for k, v in b.items()} for b in batches]
+def _hessian_batches(task: Task, s) -> list[dict]:
+  """The Hessian's fixed batches: the first `spectrum.num_batches` x `spectrum.batch_size`
+  training examples of the task's data."""
+  it, batches = task.data.train_iterator(), []
+  need = s.batch_size * s.num_batches
+  while sum(len(b["targets"]) for b in batches) < need:
+    batches.append(next(it))
+  rows = {k: np.concatenate([b[k] for b in batches])[:need] for k in batches[0]}
+  return [{k: jnp.asarray(v[i * s.batch_size:(i + 1) * s.batch_size]) for k, v in rows.items()}
+          for i in range(s.num_batches)]
 
 
-def probe_view(c, label: str) -> dict:
-  """What the spectra and the speed test take of a model at initialisation (seed `c.seed`):
-  params, its mean loss, the compared blocks and the Hessian's batches."""
-  task = make_task(c, label, c.seed)
+def probe_view(c, label: str, task: Task) -> dict:
+  """What the spectra and the speed test take of the task's model at initialisation (seed
+  `c.seed`): params, its mean loss, the compared blocks and the Hessian's batches."""
   graphdef, state = nnx.split(task.create_model(task.model_config, nnx.Rngs(c.seed)), nnx.Param)
   params = nnx.to_pure_dict(state)
   if label == "gpt":
@@ -110,7 +108,7 @@ def probe_view(c, label: str) -> dict:
   else:
     chosen = hessian.select_blocks(hessian.list_blocks(params), c[label].block_patterns)
   return dict(params=params, loss=_mean_loss(task.train_loss(graphdef)), blocks=chosen,
-              hessian=_hessian_batches(c, label))
+              hessian=_hessian_batches(task, c.spectrum))
 
 
 # ----------------------------------------------------------------------------- spectra
@@ -207,9 +205,15 @@ def _run_dir(workdir: str, label: str, name: str, lr: float, seed: int) -> str:
   return os.path.join(workdir, "runs", label, f"{name}_lr{lr:g}_seed{seed}")
 
 
-def sweep(c, label: str, workdir: str) -> dict:
+def sweep(c, label: str, workdir: str, tasks: dict) -> dict:
   """SGD (momentum) and AdamW over their learning-rate grids and `sweep.seeds`, each run through
   the trainer; the best learning rate of each by mean eval loss over the seeds.
+
+  Args:
+    c: the heterogeneity config.
+    label: the model.
+    workdir: the experiment's directory.
+    tasks: {seed: the model's Task with that seed's data order}.
 
   Returns:
     Per optimizer: best_lr, best (mean eval_loss / final_train_loss at it, with 95% intervals,
@@ -217,7 +221,6 @@ def sweep(c, label: str, workdir: str) -> dict:
     SGD minus AdamW (means, and the interval of the per-seed differences).
   """
   seeds = list(c.sweep.seeds)
-  tasks = {seed: make_task(derive(c, values={"seed": seed}), label, c.seed) for seed in seeds}
   out = {}
   for name in OPTIMIZERS:
     runs = {}
@@ -314,7 +317,9 @@ def heterogeneity(c, workdir: str) -> dict:
   key = jax.random.key(c.seed)
   summary = {"spectra": {}, "training": {}}
   for label in c.models:
-    task = probe_view(c, label)
+    tasks = {seed: make_task(derive(c, values={"seed": seed}), label, c.seed)
+             for seed in {c.seed, *c.sweep.seeds}}
+    task = probe_view(c, label, tasks[c.seed])
     num_params = sum(x.size for x in jax.tree.leaves(task["params"]))
     if label == "gpt" and c.speed.enabled:
       summary["speed"] = speed(task, c)
@@ -326,7 +331,7 @@ def heterogeneity(c, workdir: str) -> dict:
     plot_js(het, os.path.join(workdir, f"js_{label}.png"), label)
     writer.write(0, {f"js0_bounded/{label}": out["js0"]["bounded"],
                      f"js0_paper/{label}": out["js0"]["paper"]})
-    summary["training"][label] = sweep(c, label, workdir)
+    summary["training"][label] = sweep(c, label, workdir, tasks)
   plot_training(summary["training"], os.path.join(workdir, "training.png"))
   for r in summary["training"].values():
     for name in OPTIMIZERS:

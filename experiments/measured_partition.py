@@ -285,6 +285,7 @@ def gpt_part(c, workdir: str, writer, key) -> dict:
 
 # ----------------------------------------------------------------------------- (b) CNN
 
+EVAL_BATCH = 512  # images per batch of the final evaluation of every split
 METHODS = ("adam_mini", "adamw")  # the factory's names; adam_mini with the measured partition
 
 
@@ -305,8 +306,7 @@ def sweep(c, splits: dict, partition_report: str, workdir: str) -> dict:
   """Every (method, lr, seed) through the trainer; {(method, lr): [one row per seed]} with the
   final figures of each split (train / validation / test loss and accuracy) and the curve."""
   tasks = {seed: cnn_task(c, splits, seed) for seed in c.sweep.seeds}
-  evaluate = lambda graphdef, params: split_metrics(graphdef, params, splits,
-                                                    c.train.global_batch_size)
+  evaluate = lambda graphdef, params: split_metrics(graphdef, params, splits, EVAL_BATCH)
   runs = {}
   bar = tqdm.tqdm(total=len(METHODS) * len(c.sweep.lrs) * len(c.sweep.seeds),
                   desc="[cnn] Adam-mini vs AdamW", unit="run")
