@@ -85,7 +85,7 @@ def get_config(*sections: str) -> ml_collections.ConfigDict:
   c.opt = ml_collections.ConfigDict(dict(
       name="adamw",
       lr=3e-3,
-      schedule="cosine",  # cosine | constant
+      schedule="cosine",  # cosine | constant | warmup_constant
       warmup_steps=60,
       min_lr_ratio=0.1,
       b1=0.9,
@@ -95,6 +95,9 @@ def get_config(*sections: str) -> ml_collections.ConfigDict:
       momentum=0.9,  # sgd
       nesterov=False,  # sgd
       max_grad_norm=1.0,  # 0 disables clipping
+      # adam_mini: a hessian.propose_partition report (JSON file) whose partition it uses;
+      # "": the Transformer rules (experiments.measured_partition writes such reports)
+      partition_report="",
       fraction=0.1,  # mofo: fraction of each block updated per step
       l2sp=0.0,  # adamw_l2sp: strength of the pull towards the initial (pre-trained) weights
       clip_grad_value=0.0,  # lomo: element-wise gradient clipping, 0 disables

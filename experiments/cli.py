@@ -38,6 +38,9 @@ from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 from bigmodel_jax.train import config_checks
 from bigmodel_jax.train.errors import RunError
 
+# The top-level config keys an experiment reads, or config -> those keys, or None (unchecked).
+Reads = Sequence[str] | Callable[[ml_collections.ConfigDict], Sequence[str]] | None
+
 CONFIG_FLAG = "--config"
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -96,7 +99,7 @@ def define_config_and_workdir(config_help: str = "Experiment config file.",
 
 
 def run(main: Callable[[list[str]], None], data_feeds_model: bool = True,
-        reads: Sequence[str] | None = None) -> None:
+        reads: Reads = None) -> None:
   """`app.run(main)` with the error reporting of this module and the config checked first.
 
   Before `main` runs, the `--config` of the experiment (if it has one) goes through
@@ -108,7 +111,8 @@ def run(main: Callable[[list[str]], None], data_feeds_model: bool = True,
     main: the experiment's main(argv).
     data_feeds_model: False for experiments whose model does not run at `data.seq_len` or is not
       built from the `model` section (see `config_checks.relation_errors`).
-    reads: the top-level config keys the experiment reads.
+    reads: the top-level config keys the experiment reads, or config -> those keys (an
+      experiment with several config shapes, e.g. experiments.hessian's two parts).
   """
   module = sys.modules["__main__"]
   if "config" in flags.FLAGS:
@@ -123,11 +127,11 @@ def fail(message: str) -> NoReturn:
 
 
 def _reporting(main: Callable[[list[str]], None], data_feeds_model: bool,
-               reads: Sequence[str] | None) -> Callable[[list[str]], None]:
+               reads: Reads) -> Callable[[list[str]], None]:
   def check(config: ml_collections.ConfigDict) -> None:
     config_checks.check_config(config, data_feeds_model)
     if reads is not None:
-      config_checks.check_sections(config, reads)
+      config_checks.check_sections(config, reads(config) if callable(reads) else reads)
 
   def reporting_main(argv: list[str]) -> None:
     quiet_third_party_logging()

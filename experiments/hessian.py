@@ -5,10 +5,16 @@ r"""Block-Hessian diagnostics experiments (Zhang et al., "Why Transformers Need 
 
 heterogeneity: SLQ block spectra at initialisation of a small GPT (stdlib corpus), a CNN and an
   MLP (scikit-learn digits); JS matrices and JS0 (bounded and paper-compatible variants); SGD
-  with momentum vs AdamW at their best swept learning rates (final-loss gap); HVP / gradient
-  cost and block-spectra wall time on the GPT.
+  with momentum vs AdamW at their best swept learning rates (final-loss gap, mean and 95%
+  interval over `sweep.seeds`); HVP / gradient cost and block-spectra wall time on the GPT.
+  Every training run of the sweep goes through the trainer (`train_and_evaluate`, its optimizer
+  from the factory: `opt.*` as everywhere) in workdir/runs/<model>/<optimizer>_lr<lr>_seed<seed>,
+  so a rerun resumes the sweep where it stopped.
 quadratic: block-diagonal quadratics, heterogeneous vs homogeneous block spectra; iterations of
-  GD (best step), Adam and Adam-mini (best learning rates) to a fixed relative loss.
+  GD (best step), Adam and Adam-mini (best learning rates) to a fixed relative loss. No network
+  is trained: the three methods are the update rules of a closed-form quadratic, run as one
+  jitted `lax.scan` per method over its learning-rate grid (a solver, not a model's training
+  loop), so this part has neither `train` nor `opt` sections.
 Outputs in the workdir: config.json, summary.json, metrics.jsonl (+ TensorBoard), PNG plots.
 """
 
@@ -21,88 +27,88 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 import tqdm
-from absl import flags
+from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
-from bigmodel_jax import hessian, losses
-from bigmodel_jax.data import ByteTokenizer, load_source, make_lm_dataset
-from bigmodel_jax.data.digits import load_digits
-from bigmodel_jax.models import LAYER_AXES, create_model, from_preset
-from bigmodel_jax.models.classifier_mlp import ClassifierMLP
-from bigmodel_jax.models.cnn import CNN
-from bigmodel_jax.train import outputs, plots
+from bigmodel_jax import hessian
+from bigmodel_jax.data.digits import digits_splits
+from bigmodel_jax.models import LAYER_AXES
+from bigmodel_jax.models.classifier_mlp import ClassifierMLPConfig, create_classifier_mlp
+from bigmodel_jax.models.cnn import CNNConfig, create_cnn
+from bigmodel_jax.train import builders, outputs, plots
+from bigmodel_jax.train.classification import classification_task
+from bigmodel_jax.train.derived_config import derive
+from bigmodel_jax.train.errors import ConfigError
+from bigmodel_jax.train.loop import TRAINER_READS
 from bigmodel_jax.train.metrics import MetricWriter
-from experiments import cli
+from bigmodel_jax.train.task import Task, language_model_task
+from experiments import cli, sweeps
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 # ----------------------------------------------------------------------------- tasks
 
-
-def _split(model):
-  graphdef, state = nnx.split(model, nnx.Param)
-  return graphdef, nnx.to_pure_dict(state)
+# The heterogeneity config's sections that only this experiment reads (not the trainer's).
+OWN_SECTIONS = ("experiment", "models", "gpt", "cnn", "mlp", "spectrum", "speed", "sweep")
 
 
-def gpt_task(c, seed: int) -> dict:
-  """The small GPT on the embedded stdlib corpus (byte tokens)."""
-  g = c.gpt
-  config = from_preset("gpt2", vocab_size=g.vocab_size, num_layers=g.num_layers,
-                       num_heads=g.num_heads, num_kv_heads=g.num_heads,
-                       head_dim=g.embed_dim // g.num_heads, embed_dim=g.embed_dim,
-                       mlp_dim=g.mlp_dim, max_seq_len=g.seq_len, tie_embeddings=True)
-  graphdef, params = _split(create_model(config, nnx.Rngs(seed)))
-  data_dir = g.data_dir or None
+def make_task(c, label: str, split_seed: int) -> Task:
+  """The trainer's task of one model: the GPT on the stdlib corpus, or the CNN / MLP on digits.
 
-  def batches(split, batch_size, count):
-    source = load_source("text_files", data_dir=data_dir, split=split)
-    it = make_lm_dataset(source=source, tokenizer=ByteTokenizer(), split=split, seq_len=g.seq_len,
-                         global_batch_size=batch_size, seed=seed, num_batches=count)
-    return [{k: jnp.asarray(v) for k, v in next(it).items()} for _ in range(count)]
+  Args:
+    c: the heterogeneity config (or a run's config derived from it); `c.seed` orders the data.
+    label: "gpt", "cnn" or "mlp".
+    split_seed: seed of the digits' train/test split (the same for every run).
 
+  Returns:
+    The Task.
+  """
+  if label == "gpt":
+    data = builders.make_data(c)
+    return language_model_task(builders.model_config(c.model, data.tokenizer.vocab_size), data)
+  if label == "cnn":
+    model_config, create = CNNConfig(tuple(c.cnn.channels)), create_cnn
+  else:
+    model_config, create = ClassifierMLPConfig(tuple(c.mlp.hidden)), create_classifier_mlp
+  splits = digits_splits(split_seed)
+  return classification_task(model_config, create, splits["train"], splits["test"],
+                             c.train.global_batch_size, c.seed, label)
+
+
+def _mean_loss(loss_sum):
   def loss(params, batch):
-    logits = nnx.merge(graphdef, params)(batch["inputs"])
-    total, weight = losses.cross_entropy(logits, batch["targets"], batch["weights"])
+    total, weight = loss_sum(params, batch)
     return total / jnp.maximum(weight, 1.0)
-
-  blocks = hessian.list_blocks(params, layer_axes=LAYER_AXES)
-  chosen = (hessian.select_blocks(blocks, g.block_patterns, g.block_layers)
-            + hessian.select_blocks(blocks, g.extra_blocks))
-  train = batches("train", c.train.batch_size, c.train.steps)
-  return dict(params=params, loss=loss, blocks=chosen, train=lambda step: train[step],
-              eval=batches("validation", c.train.batch_size, c.train.eval_batches),
-              hessian=batches("train", c.spectrum.batch_size, c.spectrum.num_batches))
+  return loss
 
 
-def digits_task(c, name: str, seed: int) -> dict:
-  """The CNN or the MLP on scikit-learn's digits."""
-  model = (CNN(c.cnn.channels, rngs=nnx.Rngs(seed)) if name == "cnn"
-           else ClassifierMLP(c.mlp.hidden, rngs=nnx.Rngs(seed)))
-  graphdef, params = _split(model)
-  x, y = load_digits("train", seed=seed)
-  x_test, y_test = load_digits("test", seed=seed)
-  rng = np.random.default_rng(seed)
-  rows = [rng.choice(len(y), c.train.batch_size, replace=False) for _ in range(c.train.steps)]
+def _hessian_batches(task: Task, s) -> list[dict]:
+  """The Hessian's fixed batches: the first `spectrum.num_batches` x `spectrum.batch_size`
+  training examples of the task's data."""
+  it, batches = task.data.train_iterator(), []
+  need = s.batch_size * s.num_batches
+  while sum(len(b["targets"]) for b in batches) < need:
+    batches.append(next(it))
+  rows = {k: np.concatenate([b[k] for b in batches])[:need] for k in batches[0]}
+  return [{k: jnp.asarray(v[i * s.batch_size:(i + 1) * s.batch_size]) for k, v in rows.items()}
+          for i in range(s.num_batches)]
 
-  def loss(params, batch):
-    logits = nnx.merge(graphdef, params)(batch["x"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
-  def chunk(xs, ys, size, count):
-    return [{"x": jnp.asarray(xs[i * size:(i + 1) * size]),
-             "y": jnp.asarray(ys[i * size:(i + 1) * size])} for i in range(count)]
-
-  eval_size = len(y_test) // c.train.eval_batches
-  spec = c.spectrum
-  return dict(params=params, loss=loss,
-              blocks=hessian.select_blocks(hessian.list_blocks(params), c[name].block_patterns),
-              train=lambda step: {"x": jnp.asarray(x[rows[step]]), "y": jnp.asarray(y[rows[step]])},
-              eval=chunk(x_test, y_test, eval_size, c.train.eval_batches),
-              hessian=chunk(x, y, spec.batch_size, spec.num_batches))
+def probe_view(c, label: str, task: Task) -> dict:
+  """What the spectra and the speed test take of the task's model at initialisation (seed
+  `c.seed`): params, its mean loss, the compared blocks and the Hessian's batches."""
+  graphdef, state = nnx.split(task.create_model(task.model_config, nnx.Rngs(c.seed)), nnx.Param)
+  params = nnx.to_pure_dict(state)
+  if label == "gpt":
+    blocks = hessian.list_blocks(params, layer_axes=LAYER_AXES)
+    chosen = (hessian.select_blocks(blocks, c.gpt.block_patterns, c.gpt.block_layers)
+              + hessian.select_blocks(blocks, c.gpt.extra_blocks))
+  else:
+    chosen = hessian.select_blocks(hessian.list_blocks(params), c[label].block_patterns)
+  return dict(params=params, loss=_mean_loss(task.train_loss(graphdef)), blocks=chosen,
+              hessian=_hessian_batches(task, c.spectrum))
 
 
 # ----------------------------------------------------------------------------- spectra
@@ -185,67 +191,90 @@ def plot_js(het: dict, path: str, title: str) -> None:
 
 # ----------------------------------------------------------------------------- training
 
-
-def _optimizer(name: str, lr: float, t) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, t.warmup_steps, t.steps, 0.1 * lr)
-  base = (optax.sgd(schedule, momentum=t.momentum) if name == "sgd"
-          else optax.adamw(schedule, weight_decay=t.weight_decay))
-  return optax.chain(optax.clip_by_global_norm(t.clip), base)
+OPTIMIZERS = ("sgd", "adamw")  # the factory's names; learning rates sweep.<name>_lrs
 
 
-def train_run(task: dict, name: str, lr: float, t, writer: MetricWriter, tag: str) -> dict:
-  """Trains from the task's initial parameters; returns final train and eval losses."""
-  opt = _optimizer(name, lr, t)
-  loss = task["loss"]
-
-  @jax.jit
-  def step(params, opt_state, batch):
-    value, grads = jax.value_and_grad(loss)(params, batch)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
-
-  params, opt_state = task["params"], opt.init(task["params"])
-  history = []
-  for i in tqdm.trange(t.steps, desc=tag, leave=False, mininterval=1.0):
-    params, opt_state, value = step(params, opt_state, task["train"](i))
-    history.append(float(value))
-    if (i + 1) % t.log_every == 0:
-      writer.write(i + 1, {f"train_loss/{tag}": np.mean(history[-t.log_every:])})
-  eval_fn = jax.jit(loss)
-  eval_loss = float(np.mean([eval_fn(params, b) for b in task["eval"]]))
-  tail = max(1, t.steps // 10)
-  if not np.isfinite(eval_loss):
-    eval_loss = float("inf")
-  return {"eval_loss": eval_loss, "final_train_loss": float(np.mean(history[-tail:])),
-          "curve": history}
+def run_config(c, name: str, lr: float, seed: int, label: str):
+  """The trainer's config of one run: `opt.name`, `opt.lr` and `seed` set, the experiment's own
+  sections left out (and the GPT's `model` and `data` for a digits model)."""
+  drop = OWN_SECTIONS + (() if label == "gpt" else ("model", "data"))
+  return derive(c, drop=drop, values={"opt.name": name, "opt.lr": lr, "seed": seed})
 
 
-def sweep(task: dict, t, writer: MetricWriter, label: str) -> dict:
-  """SGD (momentum) and AdamW over their learning-rate grids; the best of each by eval loss."""
+def _run_dir(workdir: str, label: str, name: str, lr: float, seed: int) -> str:
+  return os.path.join(workdir, "runs", label, f"{name}_lr{lr:g}_seed{seed}")
+
+
+def sweep(c, label: str, workdir: str, tasks: dict) -> dict:
+  """SGD (momentum) and AdamW over their learning-rate grids and `sweep.seeds`, each run through
+  the trainer; the best learning rate of each by mean eval loss over the seeds.
+
+  Args:
+    c: the heterogeneity config.
+    label: the model.
+    workdir: the experiment's directory.
+    tasks: {seed: the model's Task with that seed's data order}.
+
+  Returns:
+    Per optimizer: best_lr, best (mean eval_loss / final_train_loss at it, with 95% intervals,
+    and the mean logged curve), sweep (per lr: the means and each seed's row); the gaps
+    SGD minus AdamW (means, and the interval of the per-seed differences).
+  """
+  seeds = list(c.sweep.seeds)
   out = {}
-  for name, lrs in (("sgd", t.sgd_lrs), ("adamw", t.adamw_lrs)):
-    runs = {lr: train_run(task, name, lr, t, writer, f"{label}/{name}_lr{lr:g}") for lr in lrs}
-    best = min(runs, key=lambda lr: runs[lr]["eval_loss"])
-    out[name] = {"best_lr": best, "best": runs[best],
-                 "sweep": {f"{lr:g}": {k: v for k, v in r.items() if k != "curve"}
-                           for lr, r in runs.items()}}
-    print(f"[{label}] {name}: best lr {best:g}, eval loss {runs[best]['eval_loss']:.4f}",
-          flush=True)
-  gap = out["sgd"]["best"]["eval_loss"] - out["adamw"]["best"]["eval_loss"]
-  out["gap_eval_loss_sgd_minus_adamw"] = gap
+  for name in OPTIMIZERS:
+    runs = {}
+    for lr in c.sweep[f"{name}_lrs"]:
+      runs[lr] = [sweeps.train_run(run_config(c, name, lr, seed, label),
+                                   _run_dir(workdir, label, name, lr, seed), tasks[seed])
+                  for seed in seeds]
+    mean = {lr: float(np.mean([r["eval_loss"] for r in rs])) for lr, rs in runs.items()}
+    best = min(runs, key=lambda lr: mean[lr])
+    chosen = runs[best]
+    out[name] = {
+        "best_lr": best,
+        "best": {"eval_loss": mean[best],
+                 "final_train_loss": float(np.mean([r["final_train_loss"] for r in chosen])),
+                 "eval_loss_interval": sweeps.interval([r["eval_loss"] for r in chosen]),
+                 "final_train_loss_interval": sweeps.interval(
+                     [r["final_train_loss"] for r in chosen]),
+                 "curve": _mean_curve([r["curve"] for r in chosen])},
+        "sweep": {f"{lr:g}": {"eval_loss": mean[lr],
+                              "final_train_loss": float(np.mean([r["final_train_loss"]
+                                                                 for r in rs])),
+                              "seeds": {str(seed): {k: r[k] for k in ("eval_loss", "eval",
+                                                                      "final_train_loss",
+                                                                      "diverged")}
+                                        for seed, r in zip(seeds, rs)}}
+                  for lr, rs in runs.items()},
+        "_runs": chosen}
+    print(f"[{label}] {name}: best lr {best:g}, eval loss {mean[best]:.4f} "
+          f"({len(seeds)} seed{'s' * (len(seeds) > 1)})", flush=True)
+  sgd, adamw = out["sgd"].pop("_runs"), out["adamw"].pop("_runs")
+  out["gap_eval_loss_sgd_minus_adamw"] = (out["sgd"]["best"]["eval_loss"]
+                                          - out["adamw"]["best"]["eval_loss"])
   out["gap_train_loss_sgd_minus_adamw"] = (out["sgd"]["best"]["final_train_loss"]
                                            - out["adamw"]["best"]["final_train_loss"])
+  out["gap_eval_loss_interval"] = sweeps.interval(
+      [a["eval_loss"] - b["eval_loss"] for a, b in zip(sgd, adamw)])
   return out
 
 
+def _mean_curve(curves: list) -> list:
+  """[(step, mean loss over the seeds)] of logged [(step, loss)] curves (up to the shortest: a
+  diverged run stops early)."""
+  length = min(len(c) for c in curves)
+  return [(curves[0][i][0], float(np.mean([c[i][1] for c in curves]))) for i in range(length)]
+
+
 def plot_training(results: dict, path: str) -> None:
-  """Training-loss curves of the best SGD and AdamW runs, one panel per model."""
+  """Logged training losses of the best SGD and AdamW runs (mean over seeds), one panel per
+  model."""
   fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
   for ax, (label, r) in zip(axes[0], results.items()):
-    for name in ("sgd", "adamw"):
-      curve = np.asarray(r[name]["best"]["curve"])
-      smooth = np.convolve(curve, np.ones(10) / 10, mode="valid") if len(curve) >= 10 else curve
-      ax.plot(smooth, label=f"{name} lr={r[name]['best_lr']:g}")
+    for name in OPTIMIZERS:
+      steps, losses = zip(*r[name]["best"]["curve"]) if r[name]["best"]["curve"] else ((), ())
+      ax.plot(steps, losses, label=f"{name} lr={r[name]['best_lr']:g}")
     ax.set_title(f"{label}: gap {r['gap_eval_loss_sgd_minus_adamw']:.3f} nats")
     ax.set_xlabel("step")
     ax.set_ylabel("train loss")
@@ -288,7 +317,9 @@ def heterogeneity(c, workdir: str) -> dict:
   key = jax.random.key(c.seed)
   summary = {"spectra": {}, "training": {}}
   for label in c.models:
-    task = gpt_task(c, c.seed) if label == "gpt" else digits_task(c, label, c.seed)
+    tasks = {seed: make_task(derive(c, values={"seed": seed}), label, c.seed)
+             for seed in {c.seed, *c.sweep.seeds}}
+    task = probe_view(c, label, tasks[c.seed])
     num_params = sum(x.size for x in jax.tree.leaves(task["params"]))
     if label == "gpt" and c.speed.enabled:
       summary["speed"] = speed(task, c)
@@ -300,10 +331,10 @@ def heterogeneity(c, workdir: str) -> dict:
     plot_js(het, os.path.join(workdir, f"js_{label}.png"), label)
     writer.write(0, {f"js0_bounded/{label}": out["js0"]["bounded"],
                      f"js0_paper/{label}": out["js0"]["paper"]})
-    summary["training"][label] = sweep(task, c.train, writer, label)
+    summary["training"][label] = sweep(c, label, workdir, tasks)
   plot_training(summary["training"], os.path.join(workdir, "training.png"))
   for r in summary["training"].values():
-    for name in ("sgd", "adamw"):
+    for name in OPTIMIZERS:
       r[name]["best"].pop("curve")
   writer.close()
   summary["table"] = {label: {"js0_bounded": summary["spectra"][label]["js0"]["bounded"],
@@ -417,6 +448,24 @@ def quadratic(c, workdir: str) -> dict:
 
 EXPERIMENTS = {"heterogeneity": heterogeneity, "quadratic": quadratic}
 
+# The config's top-level keys each experiment reads (experiments/cli.py refuses any other): the
+# heterogeneity part trains through the trainer (its sections, less `loss`: the tasks are given);
+# the quadratic part trains no network.
+READS = {
+    "heterogeneity": (*(k for k in TRAINER_READS if k != "loss"), *OWN_SECTIONS),
+    "quadratic": ("experiment", "seed", "kappa", "block_dim", "heterogeneous", "homogeneous",
+                  "target", "max_iters", "gd_step_factors", "adam_lrs", "b1", "b2", "eps",
+                  "log_every"),
+}
+
+
+def reads(config) -> tuple[str, ...]:
+  """The top-level keys the experiment named by `config.experiment` reads."""
+  if config.get("experiment") not in EXPERIMENTS:
+    raise ConfigError(f"config.experiment must be one of {sorted(EXPERIMENTS)}, "
+                      f"got {config.get('experiment')!r}")
+  return READS[config.experiment]
+
 
 def run(config, workdir: str) -> dict:
   """Runs the experiment named by `config.experiment`; writes config.json and summary.json.
@@ -428,9 +477,7 @@ def run(config, workdir: str) -> dict:
   Returns:
     The summary.
   """
-  if config.experiment not in EXPERIMENTS:
-    raise ValueError(f"config.experiment must be one of {sorted(EXPERIMENTS)}, "
-                     f"got {config.experiment!r}")
+  reads(config)
   outputs.write_config(config, workdir)
   start = time.time()
   summary = EXPERIMENTS[config.experiment](config, workdir)
@@ -441,7 +488,8 @@ def run(config, workdir: str) -> dict:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
   summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
   print(json.dumps(summary.get("table", summary), indent=2), flush=True)
 
@@ -449,7 +497,5 @@ def main(argv):
 if __name__ == "__main__":
   # Flags are defined only when this file runs as a program, so that tests can import `run`
   # from several experiments into one process without absl's duplicate-flag error.
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  cli.run(main)
+  cli.define_config_and_workdir()
+  cli.run(main, reads=reads)

@@ -6,10 +6,16 @@ gpt: this project's tiny GPT-2, trained with AdamW and probed with `hessian.prop
   at several steps (stacked layers declared on axis 0 under `layers`); per leaf, the proposal
   against the paper's partition (EXPECTED_GPT below), matched / total (the headline at
   `gpt.report_step`), and the count again at other tolerances and with the other criterion
-  (re-selected from the same measurements).
-cnn: the partition proposed for the digits CNN (after a short AdamW run), then Adam-mini with it
-  vs optax.adamw: the learning rate of each tuned on a validation split over one grid, several
-  seeds, final train loss and test accuracy with 95% confidence intervals (Student t).
+  (re-selected from the same measurements). Each probe step is a trainer run
+  (`train_and_evaluate`) of that many steps in workdir/gpt/step<N> (a warmup-then-constant
+  learning rate, so the runs share their first steps), probed as its `final_metrics`.
+cnn: the partition proposed for the digits CNN (after a short AdamW run through the trainer in
+  workdir/cnn/probe_run), saved as partition_report_cnn.json, then Adam-mini with it
+  (`opt.name=adam_mini`, `opt.partition_report=` that file: the factory's way to a measured
+  partition) vs AdamW, every run through the trainer in workdir/cnn/<method>_lr<lr>_seed<seed>:
+  the learning rate of each tuned on a validation split over one grid (`sweep.lrs`), several
+  seeds (`sweep.seeds`), final train loss and test accuracy with 95% confidence intervals
+  (Student t).
 Outputs in the workdir: config.json, metrics.jsonl (+ TensorBoard), summary.json, the full
 probe reports partition_report_{gpt,cnn}.json, and PNG plots.
 
@@ -25,26 +31,25 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
-import scipy.stats
 import tqdm
-from absl import flags
+from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
 from bigmodel_jax import hessian
 from bigmodel_jax.data import ByteTokenizer, load_source, make_lm_dataset
-from bigmodel_jax.data.digits import load_digits
+from bigmodel_jax.data.digits import digits_splits
 from bigmodel_jax.hessian import measured_partition as mp
-from bigmodel_jax.models import LAYER_AXES, create_model
-from bigmodel_jax.models.cnn import CNN
-from bigmodel_jax.optim import adam_mini
-from bigmodel_jax.optim.weight_decay import decay_mask
-from bigmodel_jax.train import builders, outputs, plots
+from bigmodel_jax.models import LAYER_AXES
+from bigmodel_jax.models.cnn import CNNConfig, create_cnn
+from bigmodel_jax.train import builders, metrics, outputs, plots
+from bigmodel_jax.train.classification import classification_task, split_metrics
+from bigmodel_jax.train.derived_config import derive
+from bigmodel_jax.train.errors import ConfigError
+from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
 from bigmodel_jax.train.metrics import MetricWriter
-from bigmodel_jax.train.state import TrainState
-from bigmodel_jax.train.step import make_eval_step, make_train_step
+from bigmodel_jax.train.task import Task, language_model_task
 from experiments import cli
+from experiments.sweeps import interval, train_run
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -68,14 +73,13 @@ EXPECTED_GPT = {
 }
 
 
-def _split(model):
-  graphdef, state = nnx.split(model, nnx.Param)
-  return graphdef, nnx.to_pure_dict(state)
+# The config's sections only this experiment reads (dropped from each trainer run's config).
+OWN_SECTIONS = ("parts", "probe", "gpt", "cnn", "sweep")
 
 
-def _mean_loss(graphdef):
-  """loss(params, batch) -> mean cross-entropy (the eval step's sum over its weight)."""
-  loss_sum = make_eval_step(graphdef)
+def _mean_loss(task: Task, graphdef):
+  """loss(params, batch) -> the task's training loss per unit of weight (mean cross-entropy)."""
+  loss_sum = task.train_loss(graphdef)
 
   def loss(params, batch):
     total, weight = loss_sum(params, batch)
@@ -91,49 +95,40 @@ def _progress(bar):
   return callback
 
 
-def probe(loss, params, batch, c, key, layer_axes, label: str):
+def probe(loss, params, batch, c, key, layer_axes, label: str) -> dict:
   """`propose_partition` on the loss of one fixed batch, with a progress bar over leaves.
 
   One batch is closed over directly: `hessian.mean_loss` scans over batches, and a vmapped
   HVP through that scan runs ~30x slower on CPU for the CNN (convolutions in a loop body).
+
+  Returns:
+    {"report": the proposal's report (JSON-able), "probe_seconds"}.
   """
   p = c.probe
   bar = tqdm.tqdm(total=len(jax.tree.leaves(params)), desc=f"[{label}] probing", unit="leaf")
   start = time.time()
-  partition, report = hessian.propose_partition(
+  _, report = hessian.propose_partition(
       lambda params: loss(params, batch), params, key, layer_axes=layer_axes,
       num_probes=p.num_probes, tolerance=p.tolerance, head_sizes=tuple(p.head_sizes) or None,
       criterion=p.criterion, probe_batch=p.probe_batch, compile_per_leaf=p.compile_per_leaf,
       callback=_progress(bar))
   bar.close()
-  return partition, report, time.time() - start
+  return {"report": report, "probe_seconds": time.time() - start}
 
 
-def make_trainer(graphdef, optimizer, params, next_batch, writer, tag: str, log_every: int):
-  """The project's train step (train/step.py), jitted once, advanced on demand.
+def probed_run(config, run_dir: str, task: Task, probe_at) -> dict:
+  """Trains `task` through the trainer, then probes its final parameters.
+
+  Args:
+    config: the run's config.
+    run_dir: its directory (a finished run there keeps its summary, and so its probe).
+    task: the Task.
+    probe_at: (graphdef, params) -> `probe`'s result.
 
   Returns:
-    (advance, losses): advance(steps) -> parameters after `steps` more steps; losses lists
-    every step's loss (logged to metrics.jsonl as `tag`/pretrain_loss).
+    The trainer's summary; "final_metrics" is the probe's result.
   """
-  step_fn = jax.jit(make_train_step(graphdef, optimizer, lambda count: 0.0))
-  state = [TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))]
-  losses = []
-
-  def advance(steps: int):
-    for _ in tqdm.trange(steps, desc=f"[{tag}] AdamW before probing", leave=False,
-                         mininterval=1.0):
-      state[0], metrics = step_fn(state[0], next_batch(len(losses)))
-      losses.append(float(metrics["loss"]))
-      if len(losses) % log_every == 0:
-        writer.write(len(losses), {f"{tag}/pretrain_loss": np.mean(losses[-log_every:])})
-    return state[0].params
-
-  return advance, losses
-
-
-def _schedule(lr: float, warmup: int, steps: int):
-  return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(steps, 2), 0.1 * lr)
+  return train_and_evaluate(config, run_dir, task=task, final_metrics=probe_at)
 
 
 # ----------------------------------------------------------------------------- (a) GPT-2
@@ -217,42 +212,61 @@ def _print_table(rows: list[dict], step: int, matched: int, total: int, seconds:
           flush=True)
 
 
+def gpt_run_config(c, steps: int):
+  """The trainer's config of the GPT's run of `steps` steps: AdamW at `gpt.lr` after
+  `gpt.warmup_steps` of linear warmup, then constant; no weight decay; clipped at 1."""
+  g = c.gpt
+  return derive(c, drop=OWN_SECTIONS, values={
+      "opt.name": "adamw", "opt.lr": g.lr, "opt.warmup_steps": g.warmup_steps,
+      "opt.schedule": "warmup_constant", "opt.weight_decay": 0.0, "opt.max_grad_norm": 1.0,
+      "train.steps": steps, "train.global_batch_size": g.global_batch_size,
+      "train.log_every": g.log_every, "train.eval_every": steps,
+      "train.checkpoint_every": steps})
+
+
+def _hessian_batch(c) -> dict:
+  """The GPT's probed batch: `gpt.hessian_batch_size` rows of the validation split."""
+  source = load_source(c.data.name, data_dir=c.data.data_dir or None, split="validation")
+  it = make_lm_dataset(source=source, tokenizer=ByteTokenizer(), split="validation",
+                       seq_len=c.data.seq_len, global_batch_size=c.gpt.hessian_batch_size,
+                       seed=c.seed, num_batches=1)
+  return {k: jnp.asarray(v) for k, v in next(it).items()}
+
+
 def gpt_part(c, workdir: str, writer, key) -> dict:
   """(a) Trains the tiny GPT-2, proposes a partition at each probe step, compares each."""
   g = c.gpt
   if g.report_step not in g.probe_steps:
-    raise ValueError(f"gpt.report_step ({g.report_step}) must be one of gpt.probe_steps "
-                     f"{tuple(g.probe_steps)}")
-  tokenizer = ByteTokenizer()
-  graphdef, params = _split(create_model(builders.model_config(g.model, tokenizer.vocab_size),
-                                         nnx.Rngs(c.seed)))
-
-  def batches(split, size, count=None):
-    source = load_source("text_files", data_dir=g.data_dir or None, split=split)
-    return make_lm_dataset(source=source, tokenizer=tokenizer, split=split, seq_len=g.seq_len,
-                           global_batch_size=size, seed=c.seed, num_batches=count)
-
-  train = batches("train", g.batch_size)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
-      optax.warmup_constant_schedule(0.0, g.lr, max(g.warmup_steps, 1)), weight_decay=0.0))
-  advance, losses = make_trainer(graphdef, optimizer, params,
-                                 lambda i: {k: jnp.asarray(v) for k, v in next(train).items()},
-                                 writer, "gpt", g.log_every)
-  hessian_batch = {k: jnp.asarray(v) for k, v in
-                   next(batches("validation", g.hessian_batch_size, 1)).items()}
-  reports, by_step = {}, {}
+    raise ConfigError(f"gpt.report_step ({g.report_step}) must be one of gpt.probe_steps "
+                      f"{tuple(g.probe_steps)}")
+  data = builders.make_data(gpt_run_config(c, max(g.probe_steps)))
+  task = language_model_task(builders.model_config(c.model, data.tokenizer.vocab_size), data)
+  hessian_batch = _hessian_batch(c)
+  reports, by_step, curve = {}, {}, []
   for step in sorted(g.probe_steps):
-    params = advance(step - len(losses))
-    _, reports[step], seconds = probe(_mean_loss(graphdef), params, hessian_batch, c,
-                                      jax.random.fold_in(key, step), LAYER_AXES,
-                                      f"gpt step {step}")
+    label = f"gpt step {step}"
+
+    def probe_at(graphdef, params, step=step, label=label):
+      return probe(_mean_loss(task, graphdef), params, hessian_batch, c,
+                   jax.random.fold_in(key, step), LAYER_AXES, label)
+
+    if step == 0:  # the initialisation: what the trainer starts every run from
+      graphdef, state = nnx.split(task.create_model(task.model_config, nnx.Rngs(c.seed)),
+                                  nnx.Param)
+      probed, losses = probe_at(graphdef, nnx.to_pure_dict(state)), []
+    else:
+      run_dir = os.path.join(workdir, "gpt", f"step{step}")
+      probed = probed_run(gpt_run_config(c, step), run_dir, task, probe_at)["final_metrics"]
+      curve = [(r["step"], r["loss"]) for r in metrics.read_metrics(run_dir) if "loss" in r]
+      losses = [loss for _, loss in curve]
+    reports[step], seconds = probed["report"], probed["probe_seconds"]
     rows = compare(reports[step], EXPECTED_GPT)
     matched, total = _matched(rows)
     _print_table(rows, step, matched, total, seconds)
     writer.write(step, {"gpt/matched_leaves": matched, "gpt/compared_leaves": total})
     by_step[str(step)] = {
         "matched": matched, "total": total, "probe_seconds": seconds,
-        "train_loss": float(np.mean(losses[-max(1, g.log_every):])) if losses else None,
+        "train_loss": float(losses[-1]) if losses else None,
         "proposed": {r["leaf"]: r["proposed"] for r in rows},
         "tolerance_sweep": tolerance_sweep(reports[step], c.probe.tolerance_sweep)}
     plot_candidates(reports[step], list(EXPECTED_GPT),
@@ -260,7 +274,7 @@ def gpt_part(c, workdir: str, writer, key) -> dict:
                     f"tiny GPT-2 after {step} steps: matched {matched}/{total}")
   outputs.write_json(os.path.join(workdir, "partition_report_gpt.json"),
                      {str(step): report for step, report in reports.items()})
-  plots.plot_loss_curves([{"step": i + 1, "loss": v} for i, v in enumerate(losses)],
+  plots.plot_loss_curves([{"step": s, "loss": v} for s, v in curve],
                          os.path.join(workdir, "gpt_pretrain_loss.png"),
                          "tiny GPT-2: AdamW, probed at " + ", ".join(map(str, g.probe_steps)))
   headline = by_step[str(g.report_step)]
@@ -271,109 +285,42 @@ def gpt_part(c, workdir: str, writer, key) -> dict:
 
 # ----------------------------------------------------------------------------- (b) CNN
 
-
-def digits_splits(c) -> dict:
-  """Train / validation (from the digits' train split) / test arrays."""
-  x, y = load_digits("train", seed=c.seed)
-  order = np.random.default_rng(c.seed).permutation(len(y))
-  num_val = round(c.train.validation_fraction * len(y))
-  x_test, y_test = load_digits("test", seed=c.seed)
-  return {"train": (x[order[num_val:]], y[order[num_val:]]),
-          "validation": (x[order[:num_val]], y[order[:num_val]]), "test": (x_test, y_test)}
+EVAL_BATCH = 512  # images per batch of the final evaluation of every split
+METHODS = ("adam_mini", "adamw")  # the factory's names; adam_mini with the measured partition
 
 
-def _batch(x, y) -> dict:
-  return {"inputs": jnp.asarray(x), "targets": jnp.asarray(y),
-          "weights": jnp.ones(len(y), jnp.float32)}
+def cnn_task(c, splits: dict, seed: int) -> Task:
+  """The CNN on the digits' train split, evaluated (by the trainer) on the validation split."""
+  return classification_task(CNNConfig(tuple(c.cnn.channels)), create_cnn, splits["train"],
+                             splits["validation"], c.train.global_batch_size, seed, "cnn")
 
 
-def _sampler(data: dict, batch_size: int, seed: int):
-  x, y = data["train"]
-  rng = np.random.default_rng(seed)
-  rows = []
-
-  def next_batch(_):
-    if len(rows) < batch_size:
-      rows.extend(rng.permutation(len(y)))
-    chosen = [rows.pop() for _ in range(batch_size)]
-    return _batch(x[chosen], y[chosen])
-
-  return next_batch
+def cnn_run_config(c, method: str, lr: float, seed: int, partition_report: str):
+  """The trainer's config of one run of the comparison (`opt.partition_report` for Adam-mini)."""
+  return derive(c, drop=(*OWN_SECTIONS, "model", "data"), values={
+      "opt.name": method, "opt.lr": lr, "seed": seed,
+      "opt.partition_report": partition_report if method == "adam_mini" else ""})
 
 
-def make_optimizer(method: str, lr: float, t, partition) -> optax.GradientTransformation:
-  """Adam-mini with the proposed partition, or optax.adamw; same schedule and decay mask."""
-  schedule = _schedule(lr, t.warmup_steps, t.steps)
-  if method == "adam_mini":
-    return adam_mini(schedule, weight_decay=t.weight_decay, weight_decay_mask=decay_mask,
-                     partition=partition)
-  return optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay_mask)
-
-
-def make_evaluate(graphdef):
-  """evaluate(params, data) -> mean cross-entropy and accuracy on each split (jitted)."""
-
-  @jax.jit
-  def metrics(params, x, y):
-    logits = nnx.merge(graphdef, params)(x)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return loss, jnp.mean(jnp.argmax(logits, -1) == y)
-
-  def evaluate(params, data: dict) -> dict:
-    out = {}
-    for split, (x, y) in data.items():
-      loss, accuracy = metrics(params, x, y)
-      out[f"{split}_loss"], out[f"{split}_accuracy"] = float(loss), float(accuracy)
-    return out
-
-  return evaluate
-
-
-def train_run(c, data, method: str, lr: float, seed: int, step_fn, optimizer, evaluate,
-              writer) -> dict:
-  """One training run of the CNN; the project's train step, jitted once per (method, lr)."""
-  t = c.train
-  params = _split(CNN(c.cnn.channels, rngs=nnx.Rngs(seed)))[1]
-  state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  next_batch = _sampler(data, t.batch_size, seed)
-  curve = []
-  for i in range(t.steps):
-    state, metrics = step_fn(state, next_batch(i))
-    curve.append(float(metrics["loss"]))
-    if (i + 1) % t.log_every == 0:
-      writer.write(i + 1, {f"cnn/{method}/lr={lr:g}/seed={seed}/train_loss":
-                           np.mean(curve[-t.log_every:])})
-  return {"curve": curve, **evaluate(state.params, data)}
-
-
-def interval(values) -> dict:
-  """Mean and 95% Student-t confidence interval over seeds."""
-  values = np.asarray(values, np.float64)
-  mean = float(values.mean())
-  if len(values) < 2:
-    return {"mean": mean, "ci95": None, "values": values.tolist()}
-  t = scipy.stats.t.ppf(0.975, len(values) - 1)
-  half = float(t * values.std(ddof=1) / np.sqrt(len(values)))
-  return {"mean": mean, "ci95": [mean - half, mean + half], "half_width": half,
-          "values": values.tolist()}
-
-
-def sweep(c, data, partition, writer) -> dict:
-  """Every (method, lr, seed); the best lr of each method by mean validation loss."""
-  t = c.train
-  graphdef = _split(CNN(c.cnn.channels, rngs=nnx.Rngs(0)))[0]
-  evaluate = make_evaluate(graphdef)
+def sweep(c, splits: dict, partition_report: str, workdir: str) -> dict:
+  """Every (method, lr, seed) through the trainer; {(method, lr): [one row per seed]} with the
+  final figures of each split (train / validation / test loss and accuracy) and the curve."""
+  tasks = {seed: cnn_task(c, splits, seed) for seed in c.sweep.seeds}
+  evaluate = lambda graphdef, params: split_metrics(graphdef, params, splits, EVAL_BATCH)
   runs = {}
-  total = 2 * len(t.lrs) * len(t.seeds)
-  bar = tqdm.tqdm(total=total, desc="[cnn] Adam-mini vs AdamW", unit="run")
-  for method in ("adam_mini", "adamw"):
-    for lr in t.lrs:
-      optimizer = make_optimizer(method, lr, t, partition)
-      step_fn = jax.jit(make_train_step(graphdef, optimizer, lambda count: 0.0))
+  bar = tqdm.tqdm(total=len(METHODS) * len(c.sweep.lrs) * len(c.sweep.seeds),
+                  desc="[cnn] Adam-mini vs AdamW", unit="run")
+  for method in METHODS:
+    for lr in c.sweep.lrs:
       runs[(method, lr)] = []
-      for seed in t.seeds:
-        runs[(method, lr)].append(train_run(c, data, method, lr, seed, step_fn, optimizer,
-                                            evaluate, writer))
+      for seed in c.sweep.seeds:
+        row = train_run(cnn_run_config(c, method, lr, seed, partition_report),
+                        os.path.join(workdir, "cnn", f"{method}_lr{lr:g}_seed{seed}"),
+                        tasks[seed], evaluate)
+        # a diverged run: infinite losses, no accuracy
+        figures = row["final_metrics"] or {f"{s}_{k}": (np.inf if k == "loss" else 0.0)
+                                           for s in splits for k in ("loss", "accuracy")}
+        runs[(method, lr)].append({"curve": row["curve"], **figures})
         bar.update()
       bar.set_postfix_str(f"{method} lr={lr:g} val "
                           f"{np.mean([r['validation_loss'] for r in runs[(method, lr)]]):.3f}")
@@ -403,20 +350,18 @@ def summarize(runs: dict, t) -> dict:
   return out
 
 
-def plot_cnn(runs: dict, summary: dict, t, path: str) -> None:
-  """Train-loss curves at the best lrs (mean over seeds, min-max band), the lr grid, test acc."""
+def plot_cnn(runs: dict, summary: dict, c, path: str) -> None:
+  """Logged train losses at the best lrs (mean over seeds, min-max band), the lr grid, test acc."""
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for method, color in (("adam_mini", "C0"), ("adamw", "C1")):
     best = summary[method]["best_lr"]
-    curves = np.asarray([r["curve"] for r in runs[(method, best)]])
-    width = max(1, min(20, curves.shape[1] // 10))
-    kernel = np.ones(width) / width
-    smooth = np.asarray([np.convolve(cv, kernel, mode="valid") for cv in curves])
-    steps = np.arange(smooth.shape[1]) + width
-    axes[0].plot(steps, smooth.mean(0), color=color, label=f"{method} lr={best:g}")
-    axes[0].fill_between(steps, smooth.min(0), smooth.max(0), color=color, alpha=0.2)
-    grid = [np.mean([r["validation_loss"] for r in runs[(method, lr)]]) for lr in t.lrs]
-    axes[1].plot(t.lrs, grid, marker="o", color=color, label=method)
+    length = min(len(r["curve"]) for r in runs[(method, best)])
+    steps = [s for s, _ in runs[(method, best)][0]["curve"][:length]]
+    curves = np.asarray([[v for _, v in r["curve"][:length]] for r in runs[(method, best)]])
+    axes[0].plot(steps, curves.mean(0), color=color, label=f"{method} lr={best:g}")
+    axes[0].fill_between(steps, curves.min(0), curves.max(0), color=color, alpha=0.2)
+    grid = [np.mean([r["validation_loss"] for r in runs[(method, lr)]]) for lr in c.sweep.lrs]
+    axes[1].plot(c.sweep.lrs, grid, marker="o", color=color, label=method)
     acc = summary[method]["test_accuracy"]
     err = acc["half_width"] if acc["ci95"] else 0.0
     axes[2].bar(method, acc["mean"], yerr=err, color=color, capsize=6)
@@ -425,41 +370,50 @@ def plot_cnn(runs: dict, summary: dict, t, path: str) -> None:
   axes[1].set_xscale("log")
   axes[1].set_yscale("log")
   plots.label_axes(axes[1], "peak learning rate", "final validation loss", "learning-rate grid")
-  axes[2].set_ylim(max(0.0, min(summary[m]["test_accuracy"]["mean"] for m in ("adam_mini",
-                                                                                "adamw")) - 0.1),
+  axes[2].set_ylim(max(0.0, min(summary[m]["test_accuracy"]["mean"] for m in METHODS) - 0.1),
                    1.0)
   axes[2].set_ylabel("test accuracy (95% CI)")
-  axes[2].set_title(f"{len(t.seeds)} seeds")
+  axes[2].set_title(f"{len(c.sweep.seeds)} seeds")
   plots.save_figure(fig, path, dpi=110)
+
+
+def cnn_probe_config(c):
+  """The trainer's config of the short AdamW run before probing the CNN."""
+  return derive(c, drop=(*OWN_SECTIONS, "model", "data"), values={
+      "opt.name": "adamw", "opt.lr": c.cnn.probe_lr, "opt.warmup_steps": 1,
+      "train.steps": c.cnn.probe_train_steps, "train.eval_every": c.cnn.probe_train_steps,
+      "train.checkpoint_every": c.cnn.probe_train_steps})
 
 
 def cnn_part(c, workdir: str, writer, key) -> dict:
   """(b) Proposes a partition for the CNN; Adam-mini with it vs AdamW."""
-  data = digits_splits(c)
-  graphdef, params = _split(CNN(c.cnn.channels, rngs=nnx.Rngs(c.seed)))
-  optimizer = optax.adamw(_schedule(c.cnn.probe_lr, 1, c.cnn.probe_train_steps))
-  advance, _ = make_trainer(graphdef, optimizer, params,
-                            _sampler(data, c.train.batch_size, c.seed), writer, "cnn",
-                            c.train.log_every)
-  params = advance(c.cnn.probe_train_steps)
-  x, y = data["train"]
+  del writer
+  splits = digits_splits(c.seed, c.cnn.validation_fraction)
+  task = cnn_task(c, splits, c.seed)
+  x, y = splits["train"]
   rows = np.random.default_rng(c.seed + 1).choice(len(y), c.cnn.hessian_batch_size, False)
-  partition, report, seconds = probe(_mean_loss(graphdef), params, _batch(x[rows], y[rows]), c,
-                                     key, None, "cnn")
-  outputs.write_json(os.path.join(workdir, "partition_report_cnn.json"), report)
+  batch = {"inputs": jnp.asarray(x[rows]), "targets": jnp.asarray(y[rows]),
+           "weights": jnp.ones(len(rows), jnp.float32)}
+  probe_summary = probed_run(
+      cnn_probe_config(c), os.path.join(workdir, "cnn", "probe_run"), task,
+      lambda graphdef, params: probe(_mean_loss(task, graphdef), params, batch, c, key, None,
+                                     "cnn"))
+  report, seconds = (probe_summary["final_metrics"][k] for k in ("report", "probe_seconds"))
+  report_path = os.path.join(workdir, "partition_report_cnn.json")
+  outputs.write_json(report_path, report)
   proposed = {name: f"{e['chosen']} ({e['num_blocks']} blocks)" for name, e in report.items()}
   print("[cnn] proposed partition:\n" + "\n".join(f"  {k:20s} {v}" for k, v in proposed.items()),
         flush=True)
-  runs = sweep(c, data, partition, writer)
-  summary = summarize(runs, c.train)
-  plot_cnn(runs, summary, c.train, os.path.join(workdir, "cnn_training.png"))
-  for method in ("adam_mini", "adamw"):
+  runs = sweep(c, splits, os.path.abspath(report_path), workdir)
+  summary = summarize(runs, c.sweep)
+  plot_cnn(runs, summary, c, os.path.join(workdir, "cnn_training.png"))
+  for method in METHODS:
     s = summary[method]
     print(f"[cnn] {method}: lr {s['best_lr']:g}, train loss {_fmt(s['train_loss'])}, "
           f"test accuracy {_fmt(s['test_accuracy'])}", flush=True)
   num_v = sum(e["num_blocks"] for e in report.values())
-  return {"proposed": proposed, "probe_seconds": seconds, "num_params": int(sum(
-      np.size(p) for p in jax.tree.leaves(params))), "adam_mini_v_entries": int(num_v),
+  return {"proposed": proposed, "probe_seconds": seconds,
+          "num_params": probe_summary["num_params"], "adam_mini_v_entries": int(num_v),
           **summary}
 
 
@@ -486,7 +440,7 @@ def run(config, workdir: str) -> dict:
   """
   unknown = set(config.parts) - set(PARTS)
   if unknown:
-    raise ValueError(f"config.parts: unknown parts {sorted(unknown)}; choose from {sorted(PARTS)}")
+    raise ConfigError(f"config.parts: unknown parts {sorted(unknown)}; choose from {sorted(PARTS)}")
   outputs.write_config(config, workdir)
   writer = MetricWriter(workdir)
   key = jax.random.key(config.seed)
@@ -503,8 +457,14 @@ def run(config, workdir: str) -> dict:
   return summary
 
 
+# The config's top-level keys (experiments/cli.py refuses any other): the trainer's (less
+# `loss`: the tasks are given) and the experiment's own.
+READS = (*(k for k in TRAINER_READS if k != "loss"), *OWN_SECTIONS)
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
   summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
   brief = {"wall_seconds": summary["wall_seconds"]}
   if "gpt" in summary:
@@ -512,14 +472,12 @@ def main(argv):
   if "cnn" in summary:
     brief["cnn"] = {m: {k: summary["cnn"][m][k] for k in ("best_lr", "train_loss",
                                                            "test_accuracy")}
-                    for m in ("adam_mini", "adamw")}
+                    for m in METHODS}
     brief["cnn"]["adam_mini_minus_adamw"] = summary["cnn"]["adam_mini_minus_adamw"]
   print(json.dumps(brief, indent=2), flush=True)
 
 
 if __name__ == "__main__":
   # Flags are defined only when this file runs as a program, so that tests can import `run`.
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  cli.run(main)
+  cli.define_config_and_workdir()
+  cli.run(main, reads=READS)

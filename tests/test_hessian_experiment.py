@@ -46,3 +46,15 @@ def test_small_quadratic_counts_iterations(tmp_path, monkeypatch):
 def test_a_run_that_never_reaches_the_target_says_so():
   assert experiment._iterations_text(None, 200) == "not in 200 it"
   assert experiment._iterations_text(40, 200) == "40 it"
+
+
+def test_each_config_holds_what_its_experiment_reads():
+  from bigmodel_jax.train import config_checks
+  from configs import measured_partition as measured_config
+  from experiments import measured_partition
+
+  for config in (hessian_heterogeneity.get_config(), hessian_heterogeneity.get_config("small"),
+                 hessian_quadratic.get_config()):
+    config_checks.check_sections(config, experiment.reads(config))
+  for mode in ("full", "small"):
+    config_checks.check_sections(measured_config.get_config(mode), measured_partition.READS)

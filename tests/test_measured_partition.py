@@ -180,3 +180,40 @@ def test_small_experiment_writes_its_outputs(tmp_path):
   for method in ("adam_mini", "adamw"):
     assert summary["cnn"][method]["test_accuracy"]["ci95"] is not None
   assert (tmp_path / "metrics.jsonl").read_text().strip()
+
+
+def test_shuffled_batches_resume_and_fixed_batches_count_each_example_once():
+  from bigmodel_jax.data.arrays import ShuffledBatches, fixed_batches
+
+  x, y = np.arange(10, dtype=np.float32)[:, None], np.arange(10)
+  it = ShuffledBatches(x, y, 4, seed=0)
+  for _ in range(3):  # into the second epoch (2 batches per epoch)
+    next(it)
+  again = ShuffledBatches(x, y, 4, seed=0)
+  again.set_state(json.loads(json.dumps(it.get_state())))
+  np.testing.assert_array_equal(next(it)["targets"], next(again)["targets"])
+  batches = fixed_batches(x, y, 4)
+  assert [b["weights"].sum() for b in batches] == [4, 4, 2]
+  assert sorted(np.concatenate([b["targets"][b["weights"] > 0] for b in batches])) == list(y)
+
+
+def test_the_factory_builds_adam_mini_with_a_saved_report(tmp_path):
+  from bigmodel_jax.hessian.measured_partition import partition_of_report
+  from bigmodel_jax.train.optimizers import make_optimizer, opt_with
+  from configs import default
+
+  rng = np.random.default_rng(8)
+  per_neuron = _block_sum(rng, 5, 6)
+  loss = lambda p: per_neuron([p["w"][:, j] for j in range(5)]) + jnp.sum(p["b"] ** 2)
+  params = {"w": jnp.ones((6, 5)), "b": jnp.ones(5)}
+  _, report = propose_partition(loss, params, KEY)
+  path = tmp_path / "report.json"
+  path.write_text(json.dumps(report))
+  opt = opt_with(default.get_config("opt").opt, name="adam_mini", partition_report=str(path))
+  optimizer, _ = make_optimizer(opt, 100)
+  nu = optimizer.init(params)[1][0].nu
+  assert nu["w"].shape == (1, 5)
+  with pytest.raises(KeyError, match="no leaf 'v'"):
+    partition_of_report(report)(("v",), None)
+  with pytest.raises(ValueError, match="opt.partition_report"):
+    make_optimizer(opt_with(opt, partition_report=str(tmp_path / "missing.json")), 100)

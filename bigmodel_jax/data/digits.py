@@ -29,3 +29,24 @@ def load_digits(split: str, test_fraction: float = 0.2, seed: int = 0
   rows = order[:num_test] if split == "test" else order[num_test:]
   images = (data.images[rows] / 16.0).astype(np.float32)[..., None]
   return images, data.target[rows].astype(np.int32)
+
+
+def digits_splits(seed: int = 0, validation_fraction: float = 0.0
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The train and test splits, and a validation split taken from the train split.
+
+  Args:
+    seed: seed of the train/test split and of the validation rows.
+    validation_fraction: fraction of the train split held out as "validation" (0: none).
+
+  Returns:
+    {"train": (images, labels), "test": ..., and "validation": ... when the fraction is > 0}.
+  """
+  x, y = load_digits("train", seed=seed)
+  splits = {"test": load_digits("test", seed=seed)}
+  order = np.random.default_rng(seed).permutation(len(y))
+  num_val = round(validation_fraction * len(y))
+  if num_val:
+    splits["validation"] = (x[order[:num_val]], y[order[:num_val]])
+  splits["train"] = (x[order[num_val:]], y[order[num_val:]])
+  return splits

@@ -40,6 +40,7 @@ import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -304,6 +305,27 @@ def blocks_of(entry: dict) -> blocks.Blocks:
   cand = Candidate(entry["chosen"], tuple(entry["view"]), tuple(entry["index_axes"]))
   num_layers = 1 if layer_axis is None else shape[layer_axis]
   return to_blocks(cand, layer_shape, layer_axis, num_layers)
+
+
+def partition_of_report(report: dict) -> Callable[[tuple, Any], blocks.Blocks]:
+  """The partition a report chose, as the callable (leaf path, leaf) -> Blocks that
+  `adam_mini(partition=...)` takes (e.g. a report read back from its JSON file).
+
+  Args:
+    report: from `propose_partition` (or `reselect`), keyed by leaf path ("conv0/kernel").
+
+  Returns:
+    The partition; a leaf the report does not name raises a KeyError naming it.
+  """
+
+  def partition(path: tuple, leaf) -> blocks.Blocks:
+    del leaf
+    name = "/".join(path)
+    if name not in report:
+      raise KeyError(f"the partition report has no leaf {name!r} (it has {sorted(report)})")
+    return blocks_of(report[name])
+
+  return partition
 
 
 def reselect(report: dict, tolerance: float, criterion: str = "leakage") -> dict:

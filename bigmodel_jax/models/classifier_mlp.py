@@ -4,6 +4,7 @@ Not the Transformer's MLP block (models/mlp.py): this is a whole model on flatte
 Reference: Zhang et al., "Why Transformers Need Adam: A Hessian Perspective" (NeurIPS 2024).
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -37,3 +38,17 @@ class ClassifierMLP(nnx.Module):
     for layer in self.hidden:
       x = jax.nn.relu(layer(x))
     return self.head(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierMLPConfig:
+  """The MLP's configuration (the trainer's model config: it identifies checkpoints)."""
+
+  hidden: tuple[int, ...] = (128, 64, 64)
+  num_classes: int = 10
+  num_inputs: int = 64
+
+
+def create_classifier_mlp(config: ClassifierMLPConfig, rngs: nnx.Rngs) -> ClassifierMLP:
+  """The MLP of `config` (a `Task`'s create_model)."""
+  return ClassifierMLP(config.hidden, config.num_classes, config.num_inputs, rngs=rngs)

@@ -4,6 +4,7 @@ Reference: Zhang et al., "Why Transformers Need Adam: A Hessian Perspective" (Ne
 CNNs have homogeneous block spectra; Transformers do not.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -43,3 +44,17 @@ class CNN(nnx.Module):
       if i % 2 == 1:
         x = nnx.avg_pool(x, (2, 2), strides=(2, 2))
     return self.head(jnp.reshape(x, (x.shape[0], -1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNConfig:
+  """The CNN's configuration (the trainer's model config: it identifies checkpoints)."""
+
+  channels: tuple[int, ...] = (16, 16, 32, 32)
+  num_classes: int = 10
+  image_shape: tuple[int, int, int] = (8, 8, 1)
+
+
+def create_cnn(config: CNNConfig, rngs: nnx.Rngs) -> CNN:
+  """The CNN of `config` (a `Task`'s create_model)."""
+  return CNN(config.channels, config.num_classes, config.image_shape, rngs=rngs)

@@ -10,6 +10,7 @@ trainers hold the parameters as pure dicts.
 """
 
 import functools
+import json
 import math
 import warnings
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import ml_collections
 import optax
 
 from bigmodel_jax import blocks
+from bigmodel_jax.hessian.measured_partition import partition_of_report
 from bigmodel_jax.models import LAYER_AXES
 from bigmodel_jax.optim.adam_mini import adam_mini
 from bigmodel_jax.optim.l2sp import add_l2_towards_init
@@ -58,7 +60,9 @@ def available_optimizers() -> list[str]:
 
 
 def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup to `opt.lr`, then cosine decay to `opt.lr * opt.min_lr_ratio`.
+  """Linear warmup to `opt.lr`, then cosine decay to `opt.lr * opt.min_lr_ratio` ("cosine"), or
+  constant `opt.lr` ("constant"), or linear warmup then constant ("warmup_constant": a run's
+  first steps do not depend on `total_steps`, so runs of several lengths share them).
 
   Args:
     opt: the optimizer config (`lr`, `warmup_steps`, `schedule`, `min_lr_ratio`).
@@ -69,8 +73,11 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   """
   if opt.schedule == "constant":
     return optax.constant_schedule(opt.lr)
+  if opt.schedule == "warmup_constant":
+    return optax.warmup_constant_schedule(0.0, opt.lr, max(opt.warmup_steps, 1))
   if opt.schedule != "cosine":
-    raise ValueError(f"opt.schedule must be 'cosine' or 'constant', got {opt.schedule!r}")
+    raise ValueError(f"opt.schedule must be 'cosine', 'constant' or 'warmup_constant', got "
+                     f"{opt.schedule!r}")
   if opt.warmup_steps >= total_steps:
     raise ValueError(
         f"opt.warmup_steps ({opt.warmup_steps}) must be smaller than train.steps ({total_steps})"
@@ -186,11 +193,26 @@ def _sophia(opt, lr):
                               weight_decay=opt.weight_decay, weight_decay_mask=decay_mask)
 
 
+def _measured_partition(opt: ml_collections.ConfigDict):
+  """The partition of `opt.partition_report` (a `hessian.propose_partition` report saved as
+  JSON, e.g. experiments.measured_partition's partition_report_cnn.json), or None (the
+  Transformer rules) when it is ""."""
+  if not opt.partition_report:
+    return None
+  try:
+    with open(opt.partition_report) as f:
+      report = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"opt.partition_report: cannot read {opt.partition_report!r}: {e}") from e
+  return partition_of_report(report)
+
+
 @register("adam_mini")
 def _adam_mini(opt, lr):
   _warn_outside_convergence_region(opt)
   return adam_mini(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                   weight_decay_mask=decay_mask, layer_axes=LAYER_AXES)
+                   weight_decay_mask=decay_mask, partition=_measured_partition(opt),
+                   layer_axes=LAYER_AXES)
 
 
 @register("adam_mini_per_tensor")
