@@ -182,17 +182,18 @@ def test_small_experiment_writes_its_outputs(tmp_path):
   assert (tmp_path / "metrics.jsonl").read_text().strip()
 
 
-def test_shuffled_batches_resume_and_fixed_batches_count_each_example_once():
-  from bigmodel_jax.data.arrays import ShuffledBatches, fixed_batches
+def test_shuffled_batches_resume_and_padded_batches_count_each_example_once():
+  from bigmodel_jax.data.array_batches import ShuffledBatches, padded_batches
+  from bigmodel_jax.train.classification import labelled
 
   x, y = np.arange(10, dtype=np.float32)[:, None], np.arange(10)
-  it = ShuffledBatches(x, y, 4, seed=0)
+  it = ShuffledBatches(labelled(x, y), 4, seed=0)
   for _ in range(3):  # into the second epoch (2 batches per epoch)
     next(it)
-  again = ShuffledBatches(x, y, 4, seed=0)
+  again = ShuffledBatches(labelled(x, y), 4, seed=0)
   again.set_state(json.loads(json.dumps(it.get_state())))
   np.testing.assert_array_equal(next(it)["targets"], next(again)["targets"])
-  batches = fixed_batches(x, y, 4)
+  batches = padded_batches(labelled(x, y), 4)
   assert [b["weights"].sum() for b in batches] == [4, 4, 2]
   assert sorted(np.concatenate([b["targets"][b["weights"] > 0] for b in batches])) == list(y)
 

@@ -1,10 +1,10 @@
 """Classification as a trainer task: a model of logits trained by cross-entropy on labelled arrays.
 
-`classification_task` makes a `Task` (train/task.py) of any classifier (the digits CNN and MLP of
-the block-Hessian experiments): the training data are `data.arrays.ShuffledBatches` of the train
-split, the evaluation batches cover the evaluation split once, and the evaluation reports the
-cross-entropy and the accuracy. `classification_metrics` evaluates a model on other splits too
-(e.g. as the trainer's `final_metrics`).
+`classification_task` makes a `Task` (train/task.py) of any classifier (the digits CNN and MLP
+of the block-Hessian experiments): the training data are `data.array_batches.ShuffledBatches` of
+the train split, the evaluation batches cover the evaluation split once, and the evaluation
+reports the cross-entropy and the accuracy. `split_metrics` evaluates a model on other splits
+too (e.g. as the trainer's `final_metrics`).
 """
 
 from collections.abc import Callable
@@ -16,10 +16,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax.data.arrays import ShuffledBatches, fixed_batches
+from bigmodel_jax.data.array_batches import ShuffledBatches, padded_batches
 from bigmodel_jax.train.task import Data, LossFn, MetricsFn, Task
 
 Split = tuple[np.ndarray, np.ndarray]  # (inputs [n, ...], integer labels [n])
+
+
+def labelled(inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+  """A split as the rows of its batches: {"inputs", "targets", "weights" (all 1)}."""
+  return {"inputs": inputs, "targets": targets, "weights": np.ones(len(targets), np.float32)}
 
 
 def classification_metrics(graphdef: nnx.GraphDef) -> MetricsFn:
@@ -63,8 +68,8 @@ def split_metrics(graphdef: nnx.GraphDef, params, splits: dict[str, Split], batc
   metrics = jax.jit(classification_metrics(graphdef))
   out = {}
   for name, (inputs, targets) in splits.items():
-    totals = [jax.device_get(metrics(params, b)) for b in fixed_batches(inputs, targets,
-                                                                        batch_size)]
+    totals = [jax.device_get(metrics(params, b))
+              for b in padded_batches(labelled(inputs, targets), batch_size)]
     weight = sum(float(t["weight"]) for t in totals)
     for key in ("loss", "accuracy"):
       out[f"{name}_{key}"] = sum(float(t[key]) for t in totals) / weight
@@ -88,8 +93,8 @@ def classification_task(model_config: Any, create_model: Callable[[Any, nnx.Rngs
   Returns:
     The Task.
   """
-  eval_batches = fixed_batches(*evaluation, batch_size)
-  data = Data(train_iterator=lambda: ShuffledBatches(*train, batch_size, seed),
+  eval_batches = padded_batches(labelled(*evaluation), batch_size)
+  data = Data(train_iterator=lambda: ShuffledBatches(labelled(*train), batch_size, seed),
               eval_batches=lambda: eval_batches,
               description={"train": {"examples": len(train[1])},
                            "evaluation": {"examples": len(evaluation[1])}})
