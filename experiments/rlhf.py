@@ -30,7 +30,6 @@ import ml_collections
 import numpy as np
 import optax
 from absl import flags
-from bigmodel_jax.train.finetune import restore_pretrained
 from flax import nnx
 
 from bigmodel_jax import rl
@@ -47,6 +46,7 @@ from bigmodel_jax.train import builders, metrics, outputs
 from bigmodel_jax.train.derived_config import derive
 from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
 from bigmodel_jax.train.optimizers import make_optimizer
+from bigmodel_jax.train.pretrained import restore_checkpoint
 from bigmodel_jax.train.rl_task import greedy_reward_metrics, policy_task, rl_step
 from bigmodel_jax.train.task import Data, language_model_task
 from experiments import cli, rlhf_plots
@@ -131,7 +131,7 @@ def supervised_fine_tune(config: ml_collections.ConfigDict, workdir: str, model_
       model_config, sft_data(config, sources)), final_metrics=lambda graphdef, params: {
           "greedy_reward": greedy_reward(params)})
   mesh, rules = builders.mesh_and_rules(config)
-  _, _, params, step = restore_pretrained(run_dir, mesh, rules)
+  _, _, params, step = restore_checkpoint(run_dir, mesh, rules)
   return {"greedy_reward": trained["final_metrics"]["greedy_reward"],
           "final_eval_loss": trained["final_eval_loss"], "steps": config.sft.train.steps,
           "rl_start_step": step}, jax.device_get(params)  # on the host: one copy for any mesh
