@@ -42,7 +42,7 @@ from bigmodel_jax.train.derived_config import derive
 from bigmodel_jax.train.errors import ConfigError
 from bigmodel_jax.train.loop import TRAINER_READS
 from bigmodel_jax.train.metrics import MetricWriter
-from bigmodel_jax.train.task import Task, language_model_task
+from bigmodel_jax.train.task import Task, language_model_task, mean_train_loss
 from experiments import cli, sweeps
 
 matplotlib.use("Agg")
@@ -77,13 +77,6 @@ def make_task(c, label: str, split_seed: int) -> Task:
                              c.train.global_batch_size, c.seed, label)
 
 
-def _mean_loss(loss_sum):
-  def loss(params, batch):
-    total, weight = loss_sum(params, batch)
-    return total / jnp.maximum(weight, 1.0)
-  return loss
-
-
 def _hessian_batches(task: Task, s) -> list[dict]:
   """The Hessian's fixed batches: the first `spectrum.num_batches` x `spectrum.batch_size`
   training examples of the task's data."""
@@ -107,7 +100,7 @@ def probe_view(c, label: str, task: Task) -> dict:
               + hessian.select_blocks(blocks, c.gpt.extra_blocks))
   else:
     chosen = hessian.select_blocks(hessian.list_blocks(params), c[label].block_patterns)
-  return dict(params=params, loss=_mean_loss(task.train_loss(graphdef)), blocks=chosen,
+  return dict(params=params, loss=mean_train_loss(task, graphdef), blocks=chosen,
               hessian=_hessian_batches(task, c.spectrum))
 
 

@@ -47,7 +47,7 @@ from bigmodel_jax.train.derived_config import derive
 from bigmodel_jax.train.errors import ConfigError
 from bigmodel_jax.train.loop import TRAINER_READS, train_and_evaluate
 from bigmodel_jax.train.metrics import MetricWriter
-from bigmodel_jax.train.task import Task, language_model_task
+from bigmodel_jax.train.task import Task, language_model_task, mean_train_loss
 from experiments import cli
 from experiments.sweeps import interval, train_run
 
@@ -75,17 +75,6 @@ EXPECTED_GPT = {
 
 # The config's sections only this experiment reads (dropped from each trainer run's config).
 OWN_SECTIONS = ("parts", "probe", "gpt", "cnn", "sweep")
-
-
-def _mean_loss(task: Task, graphdef):
-  """loss(params, batch) -> the task's training loss per unit of weight (mean cross-entropy)."""
-  loss_sum = task.train_loss(graphdef)
-
-  def loss(params, batch):
-    total, weight = loss_sum(params, batch)
-    return total / jnp.maximum(weight, 1.0)
-
-  return loss
 
 
 def _progress(bar):
@@ -247,7 +236,7 @@ def gpt_part(c, workdir: str, writer, key) -> dict:
     label = f"gpt step {step}"
 
     def probe_at(graphdef, params, step=step, label=label):
-      return probe(_mean_loss(task, graphdef), params, hessian_batch, c,
+      return probe(mean_train_loss(task, graphdef), params, hessian_batch, c,
                    jax.random.fold_in(key, step), LAYER_AXES, label)
 
     if step == 0:  # the initialisation: what the trainer starts every run from
@@ -396,7 +385,7 @@ def cnn_part(c, workdir: str, writer, key) -> dict:
            "weights": jnp.ones(len(rows), jnp.float32)}
   probe_summary = probed_run(
       cnn_probe_config(c), os.path.join(workdir, "cnn", "probe_run"), task,
-      lambda graphdef, params: probe(_mean_loss(task, graphdef), params, batch, c, key, None,
+      lambda graphdef, params: probe(mean_train_loss(task, graphdef), params, batch, c, key, None,
                                      "cnn"))
   report, seconds = (probe_summary["final_metrics"][k] for k in ("report", "probe_seconds"))
   report_path = os.path.join(workdir, "partition_report_cnn.json")

@@ -156,8 +156,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
   Returns:
     train_step(state, batch) -> (new_state, metrics) with metrics loss (per unit of weight),
-    grad_norm,
-    update_norm, param_norm, lr, tokens and finite (False: the update was skipped).
+    grad_norm, update_norm, param_norm, lr, tokens and finite (False: the update was skipped).
   """
   loss_fn = loss_fn or make_loss_fn(graphdef, token_loss)
   optimizer = optax.with_extra_args_support(optimizer)

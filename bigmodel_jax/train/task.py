@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -81,6 +82,22 @@ class Task:
   def identity(self, optimizer_name: str) -> dict:
     """What a checkpoint of this task must match to be resumed."""
     return checkpointing.run_identity(self.model_config, optimizer_name)
+
+
+def mean_train_loss(task: "Task", graphdef: nnx.GraphDef) -> Callable[[Any, dict], Any]:
+  """(params, batch) -> the task's training loss per unit of weight (e.g. for Hessian probes).
+
+  Args:
+    task: the task.
+    graphdef: its model's graph.
+  """
+  loss_sum = task.train_loss(graphdef)
+
+  def loss(params, batch):
+    total, weight = loss_sum(params, batch)
+    return total / jnp.maximum(weight, 1.0)
+
+  return loss
 
 
 def lm_loss(token_loss: Callable = losses.cross_entropy) -> Callable[[nnx.GraphDef], LossFn]:
